@@ -1,0 +1,276 @@
+"""`ticketlab`: a thin shell over the engine the Python API uses.
+
+Bad input exits with code 2 and one line on stderr naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from ticketlab.config import (CONTROLS, OPTIMIZERS, SCHEDULES, SCOPES, ExperimentConfig, Runtime,
+                              apply_overrides, load_toml)
+from ticketlab.errors import TicketlabError
+from ticketlab.experiments.store import RunStore, Unit
+from ticketlab.training import interrupt
+
+err = Console(stderr=True)
+out = Console()
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------------- value parsers
+
+def _fraction_map(text: str) -> dict[str, float]:
+    try:
+        pairs = [item.split("=") for item in text.split(",") if item]
+        return {k.strip(): float(v) for k, v in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a list of group=rate, e.g. fc=0.2,output=0.1,conv=0.1") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of integers, e.g. 0,1,2") \
+            from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return () if text.strip() in ("", "none") else tuple(s.strip() for s in text.split(","))
+
+
+# ---------------------------------------------------------------------------- commands
+
+FIND_HELP = """Find lottery tickets by iterative magnitude pruning (IMP) with rewinding.
+
+With no options it runs the embedded default: LeNet-300-100 on scikit-learn's 8x8 digits,
+5 levels, with the reinit and random controls (about a minute on 2 CPU cores). Settings come
+from the defaults, then --config FILE (TOML, keys named like the options), then the options.
+Results go to OUT/imp_<model>_<dataset>_<hash>/; the same command resumes an interrupted run
+and prints a finished one without recomputing it."""
+
+
+def add_find(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("find", help="run iterative magnitude pruning", description=FIND_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--config", type=Path, metavar="FILE", help="TOML file of settings (options override it)")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", help="registered model (see `ticketlab models`)")
+    g.add_argument("--init", help="initialisation: glorot_normal (the paper's), glorot_uniform, "
+                   "kaiming_normal, kaiming_uniform, torch_default")
+    g.add_argument("--dataset", help="registered dataset (see `ticketlab datasets`)")
+    g.add_argument("--data-dir", type=Path, help="folder with the dataset files "
+                   "(default: $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
+    g.add_argument("--download", action="store_true", default=None,
+                   help="fetch missing dataset files from the public mirrors")
+    g.add_argument("--validation-size", type=int, help="images held out for early stopping "
+                   "(default 5,000, a proportional share for small datasets)")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--levels", type=int, help="pruning levels after the dense level 0")
+    g.add_argument("--scope", choices=SCOPES, help="prune each layer by its rate, or rank all "
+                   "prunable weights together")
+    g.add_argument("--rate", type=float, help="fraction of the remaining weights pruned per "
+                   "level: for every group (layerwise) or overall (global; default 0.2)")
+    g.add_argument("--rates", type=_fraction_map, metavar="G=R,...", help="layer-wise rate per "
+                   "group (default fc=0.2,output=0.1,conv=0.1)")
+    g.add_argument("--exclude", type=_names, metavar="GROUPS",
+                   help="groups never pruned, e.g. output")
+    g.add_argument("--rewind", metavar="STEP", help="rewind point: 0it (the original ticket) or "
+                   "later, e.g. 500it or 1ep (late rewinding)")
+    g.add_argument("--controls", type=_names, metavar="LIST",
+                   help=f"controls per level: {','.join(CONTROLS)} or none")
+    g.add_argument("--seeds", type=_ints, metavar="LIST", help="independent trials, e.g. 0,1,2")
+    g = p.add_argument_group("training")
+    g.add_argument("--train", metavar="STEPS", help="budget per level, e.g. 50000it or 40ep")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--momentum", type=float, help="SGD momentum")
+    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--schedule", choices=SCHEDULES, help="constant, or step (x gamma at each "
+                   "milestone)")
+    g.add_argument("--milestones", type=_names, metavar="STEPS", help="e.g. 20000it,25000it")
+    g.add_argument("--gamma", type=float, help="learning-rate factor at each milestone")
+    g.add_argument("--warmup", metavar="STEPS", help="linear warm-up length, e.g. 1000it")
+    g.add_argument("--eval-every", metavar="STEPS", help="evaluation interval, e.g. 100it")
+    g = p.add_argument_group("running")
+    g.add_argument("--out", type=Path, help="where run directories go (default ./runs)")
+    g.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    g.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
+                   help="seconds between mid-level checkpoints (default 60)")
+    g.add_argument("--quiet", action="store_true", default=None, help="no progress display; print the table")
+    p.set_defaults(func=cmd_find)
+
+
+RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_every")
+
+
+def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
+    """Defaults, then the config file, then the flags given."""
+    values: dict[str, Any] = load_toml(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items()
+                   if v is not None and k not in ("config", "func", "command")})
+    runtime = Runtime(**{k: values.pop(k) for k in RUNTIME_KEYS if k in values})
+    runtime.out, runtime.data_dir = Path(runtime.out), runtime.data_dir and Path(runtime.data_dir)
+    return apply_overrides(ExperimentConfig(), values), runtime
+
+
+def describe(config: ExperimentConfig, runtime: Runtime) -> str:
+    c, t, p = config, config.training, config.pruning
+    rates = p.rates_arg()
+    rates = rates if isinstance(rates, float) else ",".join(f"{k}={v}" for k, v in rates.items())
+    excluded = f" (never: {','.join(p.exclude)})" if p.exclude else ""
+    opt = f"{t.optimizer} lr {t.lr}"
+    if t.optimizer == "sgd":
+        opt += f" momentum {t.momentum}" + (" nesterov" if t.nesterov else "")
+    if t.weight_decay:
+        opt += f" wd {t.weight_decay}"
+    if t.schedule == "step":
+        opt += f", x{t.gamma} at {','.join(t.milestones)}"
+    if t.warmup != "0it":
+        opt += f", warm-up {t.warmup}"
+    return "\n".join([
+        f"model {c.model.model} ({c.model.init}) on {c.data.dataset}",
+        f"{c.levels} levels, {p.scope} pruning at {rates}{excluded}, rewind to {c.rewind}",
+        f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
+        f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
+        f"device {runtime.device}",
+        f"run directory {runtime.out / c.run_name()}",
+    ])
+
+
+class RichReporter:
+    """Progress bar per unit (level, variant, iteration, ETA, validation accuracy)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("it"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.fields[val]}"), console=err, disable=quiet, transient=True)
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start_unit(self, unit: Unit, start: int, end: int):
+        if self.quiet:
+            return None
+        desc = f"level {unit.level} {unit.variant} seed {unit.seed}"
+        task = self.progress.add_task(desc, total=end - start, val="")
+
+        def update(step: int, val_acc: float | None) -> None:
+            val = f"val acc {100 * val_acc:.2f}%" if val_acc is not None else ""
+            self.progress.update(task, completed=step - start, val=val)
+            if step == end:
+                self.progress.remove_task(task)
+        return update
+
+    def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None:
+        if self.quiet:
+            return
+        done = "done before" if reused else "done"
+        self.progress.console.print(
+            f"level {unit.level} {unit.variant} seed {unit.seed}: "
+            f"{100 * record['density']:.1f}% remaining, early stop at "
+            f"{record['early_stop_iteration']} it, test acc "
+            f"{100 * record['early_stop_test_accuracy']:.2f}% ({done})", highlight=False)
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    from ticketlab.experiments.imp import run_imp
+    from ticketlab.report import levels_table
+
+    config, runtime = resolve(args)
+    config.validate()
+    if not runtime.quiet:
+        err.print(describe(config, runtime), highlight=False)
+    with interrupt.graceful(), RichReporter(runtime.quiet) as reporter:
+        try:
+            summary = run_imp(config, runtime, reporter)
+        except interrupt.Interrupted as e:
+            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
+                      "again to resume", highlight=False)
+            return 130
+    out.print(levels_table(summary, title=summary["run"]))
+    out.print(f"results: {runtime.out / config.run_name()}", highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ticketlab.report import levels_table
+
+    store = RunStore.open(args.run_dir)
+    summary = store.summary()
+    if not summary["records"]:
+        raise TicketlabError(f"{args.run_dir} has no finished unit yet: run `ticketlab find` "
+                             "to compute some")
+    out.print(levels_table(summary, title=summary["run"]))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ticketlab.models import MODELS
+    for name, (_, text) in MODELS.items():
+        out.print(f"{name:16s} {text}", highlight=False)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from ticketlab.data import describe_datasets
+    for line in describe_datasets():
+        out.print(line, highlight=False)
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="ticketlab", description="Find and study lottery tickets.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    add_find(sub)
+    p = sub.add_parser("report", help="print the table of a run directory",
+                       description="Print the levels table of a run directory.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.set_defaults(func=cmd_report)
+    sub.add_parser("models", help="list the registered models",
+                   description="List the registered models.").set_defaults(func=cmd_models)
+    sub.add_parser("datasets", help="list the registered datasets",
+                   description="List the registered datasets.").set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except TicketlabError as e:
+        err.print(f"ticketlab: error: {e}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to resume", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

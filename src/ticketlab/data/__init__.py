@@ -1,0 +1,35 @@
+"""Datasets: reading and checking the files, seeded splits, normalised tensors on a device."""
+
+from ticketlab.data.dataset import Dataset, load_dataset
+from ticketlab.data.digits import load_digits
+from ticketlab.data.idx import check_md5, md5_of, read_idx
+from ticketlab.data.raw import RawSplits
+from ticketlab.data.registry import (
+    DatasetInfo,
+    dataset_names,
+    describe_datasets,
+    get_dataset,
+    load_raw,
+    register,
+)
+from ticketlab.data.sources import SOURCES, download, locate_files, resolve_data_dir
+
+__all__ = [
+    "SOURCES",
+    "Dataset",
+    "DatasetInfo",
+    "RawSplits",
+    "check_md5",
+    "dataset_names",
+    "describe_datasets",
+    "download",
+    "get_dataset",
+    "load_dataset",
+    "load_digits",
+    "load_raw",
+    "locate_files",
+    "md5_of",
+    "read_idx",
+    "register",
+    "resolve_data_dir",
+]

@@ -1,0 +1,88 @@
+"""Keeping pruned weights at exactly zero while *any* optimizer trains the model.
+
+No forward hooks and no reparametrisation (unlike torch.nn.utils.prune): the parameters stay
+plain tensors, so state dicts load into plain models and deepcopy works. Instead, around each
+optimizer step, the gradients of pruned weights are zeroed (so Adam/momentum state of pruned
+entries stays zero) and afterwards the pruned weights are zeroed again (so nothing an
+optimizer does, weight decay included, can revive them).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ticketlab.pruning.mask import Mask
+
+
+class MaskEnforcer:
+    """The masked tensors of one model, with fused in-place ops to enforce the mask."""
+
+    def __init__(self, model: nn.Module, mask: Mask):
+        mask.check_fits(model)
+        params = dict(model.named_parameters())
+        # Only tensors that have pruned entries cost anything; a dense level costs nothing.
+        names = [k for k, m in mask.items() if not bool(m.all())]
+        self.params = [params[k] for k in names]
+        self.masks = [mask[k].to(device=params[k].device, dtype=params[k].dtype) for k in names]
+
+    @torch.no_grad()
+    def zero_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+
+    @torch.no_grad()
+    def zero_grads(self) -> None:
+        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks) if p.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(masks))
+
+    @torch.no_grad()
+    def zero_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clears pruned entries of per-weight state (momentum, Adam moments)."""
+        for p, m in zip(self.params, self.masks):
+            for value in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(m)
+
+
+class Enforcement:
+    """Handle returned by `enforce_mask`; `remove()` (or leaving the `with`) stops it."""
+
+    def __init__(self, enforcer: MaskEnforcer, handles: list):
+        self.enforcer = enforcer
+        self._handles = handles
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> Enforcement:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def enforce_mask(model: nn.Module, mask: Mask,
+                 optimizer: torch.optim.Optimizer | None = None) -> Enforcement:
+    """Zeroes `model`'s pruned weights now and, with an optimizer, after its every step.
+
+    For your own training loop:
+
+        with enforce_mask(model, mask, optimizer):
+            for x, y in batches:
+                ...; loss.backward(); optimizer.step()   # pruned weights stay exactly 0
+    """
+    enforcer = MaskEnforcer(model, mask)
+    enforcer.zero_weights()
+    handles = []
+    if optimizer is not None:
+        enforcer.zero_optimizer_state(optimizer)
+        handles = [
+            optimizer.register_step_pre_hook(lambda *_: enforcer.zero_grads()),
+            optimizer.register_step_post_hook(lambda *_: enforcer.zero_weights()),
+        ]
+    return Enforcement(enforcer, handles)

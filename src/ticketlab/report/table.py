@@ -1,0 +1,65 @@
+"""The table of levels: density, early-stop iteration and test accuracy per variant."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from rich.table import Table
+
+from ticketlab.experiments.store import VARIANTS
+
+
+def _stat(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def level_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per level: % remaining (ticket) and, per variant, per-seed value lists."""
+    by_level: dict[int, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        by_level[r["level"]][r["variant"]].append(r)
+    rows = []
+    for level in sorted(by_level):
+        variants = by_level[level]
+        densities = [r["density"] for rs in variants.values() for r in rs]
+        row: dict[str, Any] = {"level": level, "remaining": 100 * statistics.mean(densities)}
+        for v, rs in variants.items():
+            row[v] = {
+                "early_stop_iteration": [r["early_stop_iteration"] for r in rs],
+                "early_stop_test_accuracy": [r["early_stop_test_accuracy"] for r in rs],
+                "seeds": [r["seed"] for r in rs],
+            }
+        rows.append(row)
+    return rows
+
+
+def levels_table(summary: dict[str, Any], title: str | None = None) -> Table:
+    rows = level_rows(summary["records"])
+    present = [v for v in VARIANTS if any(v in row for row in rows)]
+    n_seeds = len({r["seed"] for r in summary["records"]})
+    caption = (f"mean ± std over {n_seeds} seeds; " if n_seeds > 1 else "") + \
+        "test accuracy at the early-stop iteration (lowest validation loss)"
+    table = Table(title=title, caption=caption)
+    table.add_column("level", justify="right")
+    table.add_column("% remaining", justify="right")
+    for v in present:
+        table.add_column(f"{v}\nearly stop (it)", justify="right")
+        table.add_column(f"{v}\ntest acc (%)", justify="right")
+    for row in rows:
+        cells = [str(row["level"]), f"{row['remaining']:.1f}"]
+        for v in present:
+            if v == "ticket" or row["level"] > 0:
+                cell = row.get(v, {})
+                cells.append(_stat(cell.get("early_stop_iteration", []), ".0f"))
+                cells.append(_stat([100 * a for a in cell.get("early_stop_test_accuracy", [])],
+                                   ".2f"))
+            else:
+                cells += ["", ""]
+        table.add_row(*cells)
+    return table

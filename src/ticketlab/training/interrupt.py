@@ -1,0 +1,45 @@
+"""Graceful Ctrl-C: the first one stops training at the next step boundary, after writing a
+checkpoint, so nothing computed is lost; a second one interrupts at once."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_requested = False
+
+
+class Interrupted(Exception):
+    """Training stopped on request at a step boundary, its state saved."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+
+
+def requested() -> bool:
+    return _requested
+
+
+@contextmanager
+def graceful() -> Iterator[None]:
+    """Within this block SIGINT asks training to stop cleanly (main thread only)."""
+    global _requested
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        global _requested
+        if _requested:
+            raise KeyboardInterrupt
+        _requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _requested = False
