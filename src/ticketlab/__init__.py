@@ -11,11 +11,11 @@ The Python API works with any `nn.Module` and your own training loop:
 
 __version__ = "0.1.0"
 
-from ticketlab.api import rewind, snapshot  # noqa: E402
-from ticketlab.config import ExperimentConfig, Runtime, Step  # noqa: E402
-from ticketlab.errors import TicketlabError  # noqa: E402
-from ticketlab.models import build_model, init_weights, prunable_groups  # noqa: E402
-from ticketlab.pruning import (  # noqa: E402
+from ticketlab.api import rewind, snapshot
+from ticketlab.config import ExperimentConfig, Runtime, Step
+from ticketlab.errors import TicketlabError
+from ticketlab.models import build_model, init_weights, prunable_groups
+from ticketlab.pruning import (
     Mask,
     enforce_mask,
     prune,

@@ -11,11 +11,25 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from ticketlab.config import (CONTROLS, OPTIMIZERS, SCHEDULES, SCOPES, ExperimentConfig, Runtime,
-                              apply_overrides, load_toml)
+from ticketlab.config import (
+    CONTROLS,
+    OPTIMIZERS,
+    SCHEDULES,
+    SCOPES,
+    ExperimentConfig,
+    Runtime,
+    apply_overrides,
+    load_toml,
+)
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.training import interrupt
@@ -113,7 +127,8 @@ def add_find(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
                    help="seconds between mid-level checkpoints (default 60)")
-    g.add_argument("--quiet", action="store_true", default=None, help="no progress display; print the table")
+    g.add_argument("--quiet", action="store_true", default=None,
+                   help="no progress display and no settings echo; the table is printed")
     p.set_defaults(func=cmd_find)
 
 

@@ -130,7 +130,7 @@ def run_unit(ctx: Context, unit: Unit) -> dict[str, Any]:
     on_snapshot: Callable | None = None
     if unit.level == 0:
         store.save_weights(unit, "init", model.state_dict())
-        on_snapshot = lambda state: store.save_weights(unit, "rewind", state)  # noqa: E731
+        on_snapshot = lambda state: store.save_weights(unit, "rewind", state)
     else:
         store.save_weights(unit, "rewind", model.state_dict())
     progress = ctx.reporter.start_unit(unit, start, ctx.end) if ctx.reporter else None

@@ -1,0 +1,149 @@
+import json
+
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from ticketlab import Mask
+from ticketlab.config import Runtime
+from ticketlab.experiments.imp import run_imp
+from ticketlab.experiments.store import RunStore, Unit
+from ticketlab.io import load_state
+
+
+def test_imp_run_layout_records_and_controls(runtime):
+    config = tiny_config()
+    summary = run_imp(config, runtime)
+    store = RunStore(runtime.out / config.run_name())
+    records = summary["records"]
+    assert [(r["level"], r["variant"]) for r in records] == [
+        (0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "random"),
+        (2, "ticket"), (2, "reinit"), (2, "random")]
+    for r in records:
+        for key in ("density", "early_stop_iteration", "early_stop_test_accuracy",
+                    "final_test_accuracy"):
+            assert key in r
+        assert 0 <= r["early_stop_test_accuracy"] <= 1
+        unit_dir = store.dir(Unit(r["seed"], r["level"], r["variant"]))
+        for name in ("mask.safetensors", "rewind.safetensors", "final.safetensors",
+                     "metrics.csv", "result.json"):
+            assert (unit_dir / name).is_file()
+        assert not (unit_dir / "checkpoint.pt").exists()
+    assert json.loads((store.root / "summary.json").read_text()) == summary
+    assert store.config()["science"] == config.science()
+
+    # Densities follow the rates: 784*300, 300*100 at 0.8 per level, 100*10 at 0.9 (digits: 64 in)
+    t1, t2 = (store.load_mask(Unit(0, lv, "ticket")) for lv in (1, 2))
+    assert t2.counts()["fc1.weight"][0] == round(0.8 * t1.counts()["fc1.weight"][0])
+    assert t2.density_by_group()["output"] == pytest.approx(0.81)
+
+    # Level 2 prunes level 1's *trained* weights: the pruned ones are the smallest kept ones.
+    final1 = load_state(store.dir(Unit(0, 1, "ticket")) / "final.safetensors")
+    w, kept, pruned_now = final1["fc2.weight"].abs(), t2["fc2.weight"], t1["fc2.weight"] & ~t2[
+        "fc2.weight"]
+    assert w[kept].min() >= w[pruned_now].max()
+
+    # The ticket is rewound: kept weights at their step-0 values, pruned ones at zero.
+    init = load_state(store.dir(Unit(0, 0, "ticket")) / "init.safetensors")
+    rewind2 = load_state(store.dir(Unit(0, 2, "ticket")) / "rewind.safetensors")
+    for k in t2:
+        assert torch.equal(rewind2[k], init[k] * t2[k])
+    assert torch.equal(rewind2["fc1.bias"], init["fc1.bias"])
+
+    # Controls: reinit = same mask, other weights; random = same counts, other mask, same init.
+    reinit = load_state(store.dir(Unit(0, 2, "reinit")) / "rewind.safetensors")
+    assert store.load_mask(Unit(0, 2, "reinit")) == t2
+    assert not torch.equal(reinit["fc1.weight"], rewind2["fc1.weight"])
+    random_mask = store.load_mask(Unit(0, 2, "random"))
+    assert random_mask.counts() == t2.counts() and random_mask != t2
+    random_rewind = load_state(store.dir(Unit(0, 2, "random")) / "rewind.safetensors")
+    for k in random_mask:
+        assert torch.equal(random_rewind[k], init[k] * random_mask[k])
+
+    # Final weights keep the mask and load into a plain model.
+    final2 = load_state(store.dir(Unit(0, 2, "ticket")) / "final.safetensors")
+    assert torch.all(final2["fc1.weight"][~t2["fc1.weight"]] == 0)
+    from ticketlab.models import build_model
+    build_model("lenet_300_100", (1, 8, 8), 10).load_state_dict(final2)
+
+
+def test_same_config_same_results(tmp_path):
+    config = tiny_config(levels=1, controls=("random",))
+    a = run_imp(config, Runtime(out=tmp_path / "a", device="cpu"))
+    b = run_imp(config, Runtime(out=tmp_path / "b", device="cpu"))
+    assert a == b
+    name = config.run_name()
+    for rel in ("seed_0/level_01/ticket/metrics.csv", "seed_0/level_01/random/metrics.csv"):
+        assert (tmp_path / "a" / name / rel).read_bytes() == (tmp_path / "b" / name / rel) \
+            .read_bytes()
+
+
+def test_finished_run_is_read_back_not_recomputed(runtime):
+    config = tiny_config(levels=1, controls=())
+    first = run_imp(config, runtime)
+    result = runtime.out / config.run_name() / "seed_0/level_01/ticket/result.json"
+    mtime = result.stat().st_mtime_ns
+    assert run_imp(config, runtime) == first
+    assert result.stat().st_mtime_ns == mtime
+
+
+def test_more_seeds_and_levels_reuse_the_run(runtime):
+    config = tiny_config(levels=1, controls=())
+    run_imp(config, runtime)
+    more = tiny_config(levels=2, controls=(), seeds=(0, 1))
+    assert more.run_name() == config.run_name()
+    summary = run_imp(more, runtime)
+    assert {(r["seed"], r["level"]) for r in summary["records"]} == {
+        (s, lv) for s in (0, 1) for lv in (0, 1, 2)}
+    seed0 = [r for r in summary["records"] if r["seed"] == 0]
+    seed1 = [r for r in summary["records"] if r["seed"] == 1]
+    assert [r["early_stop_val_loss"] for r in seed0] != [r["early_stop_val_loss"] for r in seed1]
+
+
+def test_late_rewinding_restarts_from_step_k(runtime):
+    config = tiny_config(levels=1, controls=("reinit",), rewind="20it")
+    summary = run_imp(config, runtime)
+    store = RunStore(runtime.out / config.run_name())
+    level1 = [r for r in summary["records"] if r["level"] == 1]
+    assert all(r["start_iteration"] == 20 for r in level1)
+    assert all(r["early_stop_iteration"] >= 20 for r in level1)
+    at_k = load_state(store.dir(Unit(0, 0, "ticket")) / "rewind.safetensors")
+    init = load_state(store.dir(Unit(0, 0, "ticket")) / "init.safetensors")
+    assert not torch.equal(at_k["fc1.weight"], init["fc1.weight"])  # really step 20
+    mask = store.load_mask(Unit(0, 1, "ticket"))
+    rewind1 = load_state(store.dir(Unit(0, 1, "ticket")) / "rewind.safetensors")
+    for k in mask:
+        assert torch.equal(rewind1[k], at_k[k] * mask[k])
+    # The step-20 weights are those of a plain 20-step run from the same init and seed.
+    from ticketlab.config import TrainingHparams
+    from ticketlab.data import load_dataset
+    from ticketlab.models import build_model
+    from ticketlab.training import train
+    data = load_dataset("digits")
+    model = build_model("lenet_300_100", data.input_shape, 10)
+    model.load_state_dict(init)
+    train(model, data, TrainingHparams(), seed=0, end=20, eval_every=20,
+          mask=Mask.dense(model))
+    assert torch.equal(model.state_dict()["fc1.weight"], at_k["fc1.weight"])
+
+
+def test_global_scope_run(runtime):
+    config = tiny_config(levels=1, controls=(), scope="global", rate=0.5, exclude=("output",))
+    run_imp(config, runtime)
+    mask = RunStore(runtime.out / config.run_name()).load_mask(Unit(0, 1, "ticket"))
+    assert mask.density_by_group()["output"] == 1.0
+    fc = [m for k, m in mask.items() if mask.groups[k] == "fc"]
+    kept = sum(int(m.sum()) for m in fc)
+    total = sum(m.numel() for m in fc)
+    assert kept == total - round(0.5 * total)
+
+
+def test_short_imp_on_real_mnist(shared_data, tmp_path):
+    config = tiny_config(dataset="mnist", train="150it", eval_every="50it", levels=1,
+                         controls=("random",))
+    summary = run_imp(config, Runtime(out=tmp_path, data_dir=shared_data, device="cpu"))
+    dense, ticket, _random = summary["records"]
+    assert dense["density"] == 1.0
+    assert ticket["density"] == pytest.approx((188_160 + 24_000 + 900) / 266_200)
+    assert dense["early_stop_test_accuracy"] > 0.85
+    assert ticket["early_stop_test_accuracy"] > 0.85

@@ -1,0 +1,134 @@
+import pytest
+import torch
+from torch import nn
+
+from ticketlab import Mask, prune_magnitude
+from ticketlab.config import TrainingHparams
+from ticketlab.data import load_dataset
+from ticketlab.errors import TicketlabError
+from ticketlab.models import build_model
+from ticketlab.training import Checkpoint, EarlyStop, Eval, interrupt, lr_schedule, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def model_for(data, seed=0):
+    return build_model("lenet_300_100", data.input_shape, data.num_classes, seed=seed)
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_lr_schedule_warmup_and_milestones():
+    hp = TrainingHparams(lr=0.1, schedule="step", milestones=("10it", "2ep"), gamma=0.1,
+                         warmup="4it")
+    lr = lr_schedule(hp, iterations_per_epoch=15)
+    assert [lr(s) for s in range(4)] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert lr(9) == pytest.approx(0.1)
+    assert lr(10) == pytest.approx(0.01)
+    assert lr(30) == pytest.approx(0.001)
+
+
+def test_early_stop_is_lowest_validation_loss_not_best_test():
+    metrics = [
+        Eval(0, "val", 2.0, 0.1), Eval(0, "test", 2.0, 0.1),
+        Eval(100, "val", 0.5, 0.90), Eval(100, "test", 0.5, 0.91),
+        Eval(200, "val", 0.7, 0.92), Eval(200, "test", 0.4, 0.99),  # best test: not chosen
+        Eval(300, "val", 0.5, 0.93), Eval(300, "test", 0.6, 0.95),  # tie: the first wins
+    ]
+    stop = EarlyStop.from_metrics(metrics)
+    assert (stop.iteration, stop.test_accuracy, stop.final_test_accuracy) == (100, 0.91, 0.95)
+
+
+@pytest.mark.parametrize("hp", [
+    TrainingHparams(optimizer="adam", lr=1e-2, weight_decay=1e-3),
+    TrainingHparams(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3),
+    TrainingHparams(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+], ids=["adam-wd", "sgd-momentum-wd", "sgd-nesterov-wd"])
+def test_pruned_weights_are_zero_in_every_forward_pass(digits, hp):
+    model = model_for(digits)
+    mask = prune_magnitude(model, Mask.dense(model), 0.7)
+    seen = []
+
+    def check(module, inputs):
+        w = module.weight.detach()
+        seen.append(bool(torch.all(w[~mask[f"{name_of[module]}.weight"]] == 0)))
+
+    name_of = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    for m in name_of:
+        m.register_forward_pre_hook(check)
+    train(model, digits, hp, seed=0, end=60, eval_every=20, mask=mask)
+    assert len(seen) > 180 and all(seen)
+    for name, m in mask.items():
+        assert torch.all(dict(model.named_parameters())[name].detach()[~m] == 0)
+        # ...while kept weights did train.
+    assert not torch.equal(model.fc1.weight, torch.zeros_like(model.fc1.weight))
+
+
+def test_training_is_deterministic(digits):
+    runs = []
+    for _ in range(2):
+        model = model_for(digits)
+        mask = prune_magnitude(model, Mask.dense(model), 0.5)
+        metrics = train(model, digits, TrainingHparams(), seed=3, end=50, eval_every=10,
+                        mask=mask)
+        runs.append((metrics, weights(model)))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+    other = model_for(digits)
+    train(other, digits, TrainingHparams(), seed=4, end=50, eval_every=10)
+    assert not torch.equal(weights(other)["fc1.weight"], runs[0][1]["fc1.weight"])
+
+
+def test_rewound_run_continues_data_order_and_schedule(digits):
+    """With stateless SGD, 0->k then k->end (fresh optimizer) equals 0->end exactly."""
+    hp = TrainingHparams(optimizer="sgd", lr=0.05, schedule="step", milestones=("30it",),
+                         gamma=0.5)
+    straight = model_for(digits)
+    snapshots = {}
+    train(straight, digits, hp, seed=1, end=60, eval_every=20, snapshot_at=25,
+          on_snapshot=lambda s: snapshots.setdefault(25, s))
+    two_stage = model_for(digits)
+    train(two_stage, digits, hp, seed=1, end=25, eval_every=20)
+    assert all(torch.equal(snapshots[25][k], v) for k, v in weights(two_stage).items())
+    train(two_stage, digits, hp, seed=1, start=25, end=60, eval_every=20)
+    assert all(torch.equal(weights(straight)[k], v) for k, v in weights(two_stage).items())
+
+
+def test_interrupt_and_resume_is_bit_identical(digits, tmp_path):
+    hp = TrainingHparams()
+    mask = prune_magnitude(model_for(digits), Mask.dense(model_for(digits)), 0.5)
+    reference = model_for(digits)
+    expected = train(reference, digits, hp, seed=0, end=80, eval_every=10, mask=mask)
+
+    ckpt = Checkpoint(tmp_path / "ckpt.pt", every=0)
+    model = model_for(digits)
+
+    def stop_at_50(step, _):
+        if step == 50:
+            interrupt._requested = True
+
+    try:
+        with pytest.raises(interrupt.Interrupted):
+            train(model, digits, hp, seed=0, end=80, eval_every=10, mask=mask,
+                  checkpoint=ckpt, progress=stop_at_50)
+    finally:
+        interrupt._requested = False
+    assert ckpt.load()["step"] == 50
+    resumed = model_for(digits, seed=99)  # whatever it holds is replaced by the checkpoint
+    metrics = train(resumed, digits, hp, seed=0, end=80, eval_every=10, mask=mask,
+                    checkpoint=ckpt)
+    assert metrics == expected
+    assert all(torch.equal(weights(reference)[k], v) for k, v in weights(resumed).items())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(digits, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"garbage")
+    with pytest.raises(TicketlabError, match=r"corrupt.*delete it"):
+        train(model_for(digits), digits, TrainingHparams(), seed=0, end=10, eval_every=5,
+              checkpoint=Checkpoint(path))
