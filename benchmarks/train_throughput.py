@@ -186,6 +186,7 @@ def main() -> None:
                    help="folder holding mnist/ (default: $TICKETLAB_DATA, else ../shared/data)")
     p.add_argument("--quick", action="store_true", help="smoke test: 100 steps, 1 repeat")
     args = p.parse_args()
+    t_start = time.perf_counter()
     if args.quick:
         args.steps, args.repeats = 100, 1
     loader_steps = args.loader_steps or max(1, args.steps // 3)
@@ -224,7 +225,11 @@ def main() -> None:
         for name, (steps, fn) in benches.items():
             best[name] = max(best[name], steps / fn())
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_model()}")
+    load = "n/a"
+    if hasattr(os, "getloadavg"):
+        load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_model()} "
+          f"({os.cpu_count()} logical CPUs, load average {load})")
     print(f"LeNet-300-100, MNIST, batch {BATCH}, Adam lr {LR}; best of {args.repeats} x "
           f"{args.steps} steps ({loader_steps} for the DataLoader)")
     print(f"mask density {mask.density():.3f}; roofline = {gemms.flops / 1e6:.1f} MFLOP/step "
@@ -241,6 +246,7 @@ def main() -> None:
     print(f"ticketlab (masked, {density}) vs ticketlab: {tm / t:.2f}x")
     print(f"ticketlab vs matmul roofline: {t / roof:.2f}x")
     print(f"DataLoader pipeline vs matmul roofline: {dl / roof:.2f}x")
+    print(f"(total wall time {time.perf_counter() - t_start:.0f} s)")
 
 
 if __name__ == "__main__":

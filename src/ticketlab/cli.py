@@ -35,7 +35,8 @@ from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.training import interrupt
 
 err = Console(stderr=True)
-out = Console()
+# Piped or captured output gets wide lines rather than a table squeezed to 80 columns.
+out = Console() if Console().is_terminal else Console(width=160)
 
 
 class Parser(argparse.ArgumentParser):
@@ -145,7 +146,7 @@ def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
     return apply_overrides(ExperimentConfig(), values), runtime
 
 
-def describe(config: ExperimentConfig, runtime: Runtime) -> str:
+def describe(config: ExperimentConfig, runtime: Runtime, store: RunStore) -> str:
     c, t, p = config, config.training, config.pruning
     rates = p.rates_arg()
     rates = rates if isinstance(rates, float) else ",".join(f"{k}={v}" for k, v in rates.items())
@@ -165,19 +166,20 @@ def describe(config: ExperimentConfig, runtime: Runtime) -> str:
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
         f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
         f"device {runtime.device}",
-        f"run directory {runtime.out / c.run_name()}",
+        f"run directory {store.root}",
     ])
 
 
 class RichReporter:
     """Progress bar per unit (level, variant, iteration, ETA, validation accuracy)."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.quiet = bool(runtime.quiet)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("it"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            TextColumn("{task.fields[val]}"), console=err, disable=quiet, transient=True)
+            TextColumn("{task.fields[val]}"), console=err, disable=self.quiet, transient=True)
 
     def __enter__(self) -> RichReporter:
         self.progress.start()
@@ -185,6 +187,10 @@ class RichReporter:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+    def start_run(self, config: ExperimentConfig, store: RunStore) -> None:
+        if not self.quiet:
+            self.progress.console.print(describe(config, self.runtime, store), highlight=False)
 
     def start_unit(self, unit: Unit, start: int, end: int):
         if self.quiet:
@@ -215,10 +221,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     from ticketlab.report import levels_table
 
     config, runtime = resolve(args)
-    config.validate()
-    if not runtime.quiet:
-        err.print(describe(config, runtime), highlight=False)
-    with interrupt.graceful(), RichReporter(runtime.quiet) as reporter:
+    with interrupt.graceful(), RichReporter(runtime) as reporter:
         try:
             summary = run_imp(config, runtime, reporter)
         except interrupt.Interrupted as e:
@@ -226,7 +229,7 @@ def cmd_find(args: argparse.Namespace) -> int:
                       "again to resume", highlight=False)
             return 130
     out.print(levels_table(summary, title=summary["run"]))
-    out.print(f"results: {runtime.out / config.run_name()}", highlight=False)
+    out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
     return 0
 
 

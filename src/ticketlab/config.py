@@ -147,7 +147,13 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Checks that need no dataset; budgets in epochs are checked once it is loaded."""
+        from ticketlab.data import get_dataset
+        from ticketlab.models import INITS, MODELS
+
         t, p = self.training, self.pruning
+        _choice("model", self.model.model, tuple(MODELS))
+        _choice("init", self.model.init, INITS)
+        get_dataset(self.data.dataset)
         _choice("optimizer", t.optimizer, OPTIMIZERS)
         _choice("schedule", t.schedule, SCHEDULES)
         _choice("scope", p.scope, SCOPES)

@@ -47,7 +47,7 @@ def levels_table(summary: dict[str, Any], title: str | None = None) -> Table:
         "test accuracy at the early-stop iteration (lowest validation loss)"
     table = Table(title=title, caption=caption)
     table.add_column("level", justify="right")
-    table.add_column("% remaining", justify="right")
+    table.add_column("% weights\nremaining", justify="right")
     for v in present:
         table.add_column(f"{v}\nearly stop (it)", justify="right")
         table.add_column(f"{v}\ntest acc (%)", justify="right")

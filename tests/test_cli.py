@@ -1,0 +1,217 @@
+"""The command line: results, resume after a kill, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ticketlab.cli import main
+
+TINY = ["--train", "60it", "--eval-every", "20it", "--levels", "2", "--quiet"]
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "ticketlab.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Runs the CLI in this process (fast); returns (exit code, stdout, stderr)."""
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's own exits
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_dir(out: Path) -> Path:
+    (d,) = [p for p in out.iterdir() if p.is_dir()]
+    return d
+
+
+def test_find_prints_table_and_report_matches_summary(tmp_path, capsys):
+    assert main(["find", *TINY, "--out", str(tmp_path), "--seeds", "0,1"]) == 0
+    printed = capsys.readouterr().out
+    assert "early stop" in printed and "level" in printed
+    summary = json.loads((run_dir(tmp_path) / "summary.json").read_text())
+    assert main(["report", str(run_dir(tmp_path))]) == 0
+    table = capsys.readouterr().out
+    level2 = [r for r in summary["records"] if r["level"] == 2 and r["variant"] == "ticket"]
+    accs = [100 * r["early_stop_test_accuracy"] for r in level2]
+    mean = sum(accs) / 2
+    std = (sum((a - mean) ** 2 for a in accs)) ** 0.5  # sample std of two values
+    assert f"{mean:.2f} ± {std:.2f}" in table
+
+
+def test_config_file_and_flags_override(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('train = "40it"\neval_every = "20it"\nlevels = 1\ncontrols = []\n'
+                   'lr = 0.005\n[pruning]\nrates = {fc = 0.5, output = 0.3}\n')
+    assert main(["find", "--config", str(cfg), "--lr", "0.002", "--quiet",
+                 "--out", str(tmp_path / "runs")]) == 0
+    science = json.loads((run_dir(tmp_path / "runs") / "config.json").read_text())["science"]
+    assert science["training"]["lr"] == 0.002
+    assert science["training"]["train"] == "40it"
+    assert science["pruning"]["rates"] == {"fc": 0.5, "output": 0.3, "conv": 0.1}
+    summary = json.loads((run_dir(tmp_path / "runs") / "summary.json").read_text())
+    assert [r["variant"] for r in summary["records"]] == ["ticket", "ticket"]
+
+
+def test_settings_are_printed_before_the_run(tmp_path):
+    result = run_cli("find", "--train", "20it", "--eval-every", "10it", "--levels", "0",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "lenet_300_100" in result.stderr and "rewind to 0it" in result.stderr
+    assert "level 0 ticket seed 0" in result.stderr
+
+
+def test_killed_run_resumes_to_the_same_summary(tmp_path):
+    args = ["find", "--train", "300it", "--eval-every", "20it", "--levels", "2",
+            "--controls", "reinit", "--checkpoint-every", "0", "--quiet"]
+    reference = run_cli(*args, "--out", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    expected = (run_dir(tmp_path / "ref") / "summary.json").read_text()
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ticketlab.cli", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    # Kill it mid-level: once level 1's ticket has a mid-training checkpoint.
+    while not list(out.glob("*/seed_0/level_01/ticket/checkpoint.pt")):
+        assert time.time() < deadline and proc.poll() is None, "run ended before the kill"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(out.glob("*/seed_0/level_01/ticket/result.json"))
+
+    resumed = run_cli(*args, "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run_dir(out) / "summary.json").read_text() == expected
+    assert not list(out.glob("**/checkpoint.pt"))
+
+    again = run_cli(*args[:-1], "--out", str(out))  # not quiet: shows what was reused
+    assert again.returncode == 0
+    assert "done before" in again.stderr and "(done)" not in again.stderr
+    assert (run_dir(out) / "summary.json").read_text() == expected
+
+
+def test_ctrl_c_saves_and_resumes(tmp_path):
+    args = ["find", "--train", "2000it", "--eval-every", "20it", "--levels", "0", "--quiet",
+            "--out", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "ticketlab.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/seed_0/level_00/ticket/rewind.safetensors")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "resume" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.glob("*/seed_0/level_00/ticket/checkpoint.pt"))
+    assert run_cli(*args).returncode == 0
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["find", "--model", "resnet9000"], "unknown model 'resnet9000'"),
+    (["find", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["find", "--rate", "1.5"], "(0, 1)"),
+    (["find", "--rate", "20"], "(0, 1)"),
+    (["find", "--rates", "fc=0"], "(0, 1)"),
+    (["find", "--levels", "-1"], "levels must be >= 0"),
+    (["find", "--rewind", "2000it", "--train", "100it"], "choose an earlier --rewind"),
+    (["find", "--train", "100"], "not a step"),
+    (["find", "--controls", "shuffle"], "unknown control 'shuffle'"),
+    (["find", "--optimizer", "lion"], "invalid choice"),
+    (["find", "--device", "tpu"], "unknown device"),
+    (["find", "--config", "/nonexistent/run.toml"], "not found"),
+    (["find", "--seeds", "a,b"], "not a list of integers"),
+    (["report", "/nonexistent/run"], "not a ticketlab run directory"),
+    (["find", "--frobnicate"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
+    extra = ["--out", str(tmp_path)] if argv[0] == "find" else []
+    code, _, err = cli(capsys, *argv, *extra)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err
+    assert not list(tmp_path.iterdir())  # nothing started
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
+    result = run_cli("find", "--model", "resnet9000", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ticketlab: error: unknown model 'resnet9000': choose one of lenet_300_100, mlp_128_64,"
+        " conv_lenet, conv2, conv4, conv6"]
+
+
+def test_unreadable_config_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lr = = 3\n")
+    code, _, err = cli(capsys, "find", "--config", str(bad))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "cannot read config file" in err
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("learning_rate = 3\n")
+    code, _, err = cli(capsys, "find", "--config", str(unknown))
+    assert code == 2 and "unknown setting 'learning_rate'" in err
+
+
+def test_missing_and_corrupt_data_files(tmp_path, shared_data, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli(capsys, "find", "--dataset", "mnist", "--data-dir", str(empty),
+                       "--out", str(tmp_path / "runs"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "train-images-idx3-ubyte.gz" in err and "--download" in err
+
+    corrupt = tmp_path / "corrupt" / "mnist"
+    corrupt.mkdir(parents=True)
+    for f in (shared_data / "mnist").iterdir():
+        shutil.copy(f, corrupt / f.name)
+    labels = corrupt / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 20))
+    code, _, err = cli(capsys, "find", "--dataset", "mnist", "--data-dir", str(corrupt.parent),
+                       "--out", str(tmp_path / "runs"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "t10k-labels-idx1-ubyte.gz" in err and "md5" in err
+
+
+def test_corrupt_weights_in_a_run_are_a_clear_error(tmp_path, capsys):
+    args = ["find", "--train", "20it", "--eval-every", "10it", "--levels", "1", "--controls",
+            "none", "--quiet", "--out", str(tmp_path)]
+    assert cli(capsys, *args)[0] == 0
+    d = run_dir(tmp_path)
+    (d / "seed_0/level_01/ticket/result.json").unlink()
+    (d / "seed_0/level_00/ticket/final.safetensors").write_bytes(b"\x00" * 50)
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "final.safetensors is corrupt" in err
+
+
+@pytest.mark.parametrize("command", [[], ["find"], ["report"], ["models"], ["datasets"]])
+def test_help(command, capsys):
+    code, out, _ = cli(capsys, *command, "--help")
+    assert code == 0 and "usage: ticketlab" in out
+
+
+def test_listings(capsys):
+    _, models, _ = cli(capsys, "models")
+    for name in ("lenet_300_100", "mlp_128_64", "conv_lenet", "conv2", "conv4", "conv6"):
+        assert name in models
+    _, datasets, _ = cli(capsys, "datasets")
+    for name in ("digits", "mnist", "fashion-mnist"):
+        assert name in datasets

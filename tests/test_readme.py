@@ -1,0 +1,39 @@
+"""The README's Python example runs as written."""
+
+import re
+import runpy
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_own_loop_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "example.py"
+    script.write_text(python_blocks()[0])
+    runpy.run_path(str(script), run_name="__main__")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("level")]
+    assert len(lines) == 4
+    assert lines[0].startswith("level 0: 100.0% of weights left")
+    assert lines[3].startswith("level 3: 51.")  # 0.8^3 of the hidden, 0.9^3 of the output
+    accuracy = float(lines[3].split("test accuracy ")[1].rstrip("%"))
+    assert accuracy > 80
+    assert (tmp_path / "ticket_mask.safetensors").is_file()
+
+
+def test_engine_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = runpy.run_path(str(_write(tmp_path, python_blocks()[1])))
+    records = namespace["summary"]["records"]
+    assert {(r["seed"], r["level"]) for r in records if r["variant"] == "ticket"} == {
+        (s, lv) for s in (0, 1) for lv in (0, 1, 2)}
+
+
+def _write(tmp_path: Path, code: str) -> Path:
+    path = tmp_path / "engine_example.py"
+    path.write_text(code)
+    return path
