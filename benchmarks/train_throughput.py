@@ -8,17 +8,20 @@ Measures, in one process with one thread count, steps per second at batch 60 wit
    its start and end, so the validation and test sets are cut to 60 images here to keep
    evaluation out of the timing; `eval_every` is larger than the step count.
 2. The conventional per-sample pipeline of the seed notebooks, without torchvision: a
-   `torch.utils.data.Dataset` over the raw uint8 MNIST images (HxW numpy arrays) doing the
-   work of ToTensor and Normalize((0.1307,), (0.3081,)) in `__getitem__`, a
+   `torch.utils.data.Dataset` that does per item what `torchvision.datasets.MNIST` with
+   ToTensor and Normalize((0.1307,), (0.3081,)) does (uint8 tensor -> PIL image -> float
+   CHW tensor -> normalised copy), a
    `DataLoader(batch_size=60, shuffle=True, num_workers=0)`, default `torch.optim.Adam` and
    a standard loop (zero_grad, forward, cross_entropy, backward, step).
 3. A matmul roofline: only the 8 GEMMs of one training step (3 forward, 3 weight-gradient,
    2 input-gradient) on preallocated tensors.
 
-Each measurement is the best of `--repeats` interleaved rounds of a fixed number of steps.
+Each measurement is the best of `--repeats` (5) interleaved rounds of a fixed number of
+steps (500; a third of that for the slow DataLoader), so that a noisy machine still gives
+stable ratios.
 
 Run:
-    python benchmarks/train_throughput.py            # ~1 minute
+    python benchmarks/train_throughput.py            # ~15 s on an idle 2-core machine
     python benchmarks/train_throughput.py --quick    # smoke test, a few seconds
 Options: --steps N (ticketlab and roofline; the DataLoader gets a third), --repeats R,
 --threads T, --data-dir DIR (default: $TICKETLAB_DATA, else ../shared/data from the repo).
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
@@ -64,6 +68,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def busy_cpus(window: float = 0.5) -> float | None:
+    """CPUs kept busy by other processes over `window` seconds (from /proc/stat), if known."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return sum(fields[:8]), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 == total0:
+        return None
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
 def timed(fn: Callable[[], None]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -90,28 +111,33 @@ def ticketlab_run(data: Dataset, state: dict[str, torch.Tensor], steps: int,
 # ---------------------------------------------------------------------------- DataLoader
 
 class PerSampleMNIST(torch.utils.data.Dataset):
-    """uint8 HxW images; ToTensor + Normalize done per sample, as torchvision would."""
+    """What `torchvision.datasets.MNIST` + `Compose([ToTensor(), Normalize(...)])` do per
+    sample, re-stated without torchvision (not installable here): a uint8 tensor indexed per
+    item, turned into a PIL image, converted back to a float CHW tensor in [0, 1] (ToTensor)
+    and normalised out of place (Normalize)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images = [img for img in images]  # one HxW uint8 array per image, like PIL
-        self.labels = labels
+        self.data = torch.from_numpy(images.reshape(-1, 28, 28))  # as torchvision stores it
+        self.targets = torch.from_numpy(labels)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.data)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        pic = self.images[i]
-        # ToTensor: HxW -> HxWx1 -> CHW, float in [0, 1]
-        img = torch.from_numpy(pic[:, :, None].transpose((2, 0, 1))).contiguous()
-        img = img.to(dtype=torch.get_default_dtype()).div(255)
-        # Normalize (not in place: it clones, as torchvision's default does)
-        img = img.clone()
-        mean = torch.as_tensor(MEAN, dtype=img.dtype, device=img.device)
-        std = torch.as_tensor(STD, dtype=img.dtype, device=img.device)
+        img, target = self.data[i], int(self.targets[i])
+        pic = Image.fromarray(img.numpy(), mode="L")
+        # ToTensor (to_tensor on a PIL image)
+        t = torch.from_numpy(np.array(pic, np.uint8, copy=True))
+        t = t.view(pic.size[1], pic.size[0], 1).permute((2, 0, 1)).contiguous()
+        t = t.to(dtype=torch.get_default_dtype()).div(255)
+        # Normalize (normalize with inplace=False)
+        t = t.clone()
+        mean = torch.as_tensor(MEAN, dtype=t.dtype, device=t.device)
+        std = torch.as_tensor(STD, dtype=t.dtype, device=t.device)
         if (std == 0).any():
             raise ValueError("std evaluated to zero")
-        img.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
-        return img, int(self.labels[i])
+        t.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+        return t, target
 
 
 def dataloader_run(loader: DataLoader, state: dict[str, torch.Tensor], steps: int) -> float:
@@ -176,17 +202,18 @@ class Gemms:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=1000,
-                   help="steps per repeat for ticketlab and the roofline (default 1000)")
+    p.add_argument("--steps", type=int, default=500,
+                   help="steps per repeat for ticketlab and the roofline (default 500)")
     p.add_argument("--loader-steps", type=int, default=None,
                    help="steps per repeat for the DataLoader pipeline (default steps/3)")
-    p.add_argument("--repeats", type=int, default=3, help="rounds; the best counts (default 3)")
+    p.add_argument("--repeats", type=int, default=5, help="rounds; the best counts (default 5)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="folder holding mnist/ (default: $TICKETLAB_DATA, else ../shared/data)")
     p.add_argument("--quick", action="store_true", help="smoke test: 100 steps, 1 repeat")
     args = p.parse_args()
     t_start = time.perf_counter()
+    busy = busy_cpus()
     if args.quick:
         args.steps, args.repeats = 100, 1
     loader_steps = args.loader_steps or max(1, args.steps // 3)
@@ -225,11 +252,12 @@ def main() -> None:
         for name, (steps, fn) in benches.items():
             best[name] = max(best[name], steps / fn())
 
-    load = "n/a"
-    if hasattr(os, "getloadavg"):
-        load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    others = "unknown" if busy is None else f"{busy:.1f}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_model()} "
-          f"({os.cpu_count()} logical CPUs, load average {load})")
+          f"({os.cpu_count()} logical CPUs, {others} busy with other work at start)")
+    if busy is not None and busy >= 0.5:
+        print("warning: the machine was busy; the best-of-repeats ratios are usually still "
+              "fair, but with several threads OpenMP stalls can slow whole runs (--threads 1)")
     print(f"LeNet-300-100, MNIST, batch {BATCH}, Adam lr {LR}; best of {args.repeats} x "
           f"{args.steps} steps ({loader_steps} for the DataLoader)")
     print(f"mask density {mask.density():.3f}; roofline = {gemms.flops / 1e6:.1f} MFLOP/step "

@@ -24,19 +24,23 @@ class MaskEnforcer:
         # Only tensors that have pruned entries cost anything; a dense level costs nothing.
         names = [k for k, m in mask.items() if not bool(m.all())]
         self.params = [params[k] for k in names]
+        # Detached views share the parameters' storage: in-place ops on them need no no_grad.
+        self.weights = [p.detach() for p in self.params]
         self.masks = [mask[k].to(device=params[k].device, dtype=params[k].dtype) for k in names]
 
-    @torch.no_grad()
     def zero_weights(self) -> None:
-        if self.params:
-            torch._foreach_mul_(self.params, self.masks)
+        if self.weights:
+            torch._foreach_mul_(self.weights, self.masks)
 
-    @torch.no_grad()
     def zero_grads(self) -> None:
-        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks) if p.grad is not None]
-        if pairs:
-            grads, masks = zip(*pairs)
-            torch._foreach_mul_(list(grads), list(masks))
+        grads = [p.grad for p in self.params]
+        if None in grads:
+            pairs = [(g, m) for g, m in zip(grads, self.masks) if g is not None]
+            grads, masks = [g for g, _ in pairs], [m for _, m in pairs]
+        else:
+            masks = self.masks
+        if grads:
+            torch._foreach_mul_(grads, masks)
 
     @torch.no_grad()
     def zero_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
