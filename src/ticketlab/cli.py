@@ -72,7 +72,7 @@ def _names(text: str) -> tuple[str, ...]:
 FIND_HELP = """Find lottery tickets by iterative magnitude pruning (IMP) with rewinding.
 
 With no options it runs the embedded default: LeNet-300-100 on scikit-learn's 8x8 digits,
-5 levels, with the reinit and random controls (about a minute on 2 CPU cores). Settings come
+10 levels, with the reinit and random controls (under a minute on 2 CPU cores). Settings come
 from the defaults, then --config FILE (TOML, keys named like the options), then the options.
 Results go to OUT/imp_<model>_<dataset>_<hash>/; the same command resumes an interrupted run
 and prints a finished one without recomputing it."""

@@ -120,7 +120,7 @@ class ExperimentConfig:
     pruning: PruningHparams = field(default_factory=PruningHparams)
     rewind: str = "0it"
     # What to compute (not hashed):
-    levels: int = 5
+    levels: int = 10
     controls: tuple[str, ...] = ("reinit", "random")
     seeds: tuple[int, ...] = (0,)
 
