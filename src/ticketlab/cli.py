@@ -146,7 +146,7 @@ def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
     return apply_overrides(ExperimentConfig(), values), runtime
 
 
-def describe(config: ExperimentConfig, runtime: Runtime, store: RunStore) -> str:
+def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
     c, t, p = config, config.training, config.pruning
     rates = p.rates_arg()
     rates = rates if isinstance(rates, float) else ",".join(f"{k}={v}" for k, v in rates.items())
@@ -165,7 +165,7 @@ def describe(config: ExperimentConfig, runtime: Runtime, store: RunStore) -> str
         f"{c.levels} levels, {p.scope} pruning at {rates}{excluded}, rewind to {c.rewind}",
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
         f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
-        f"device {runtime.device}",
+        f"device {device}",
         f"run directory {store.root}",
     ])
 
@@ -188,9 +188,10 @@ class RichReporter:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def start_run(self, config: ExperimentConfig, store: RunStore) -> None:
+    def start_run(self, config: ExperimentConfig, store: RunStore, device: object) -> None:
         if not self.quiet:
-            self.progress.console.print(describe(config, self.runtime, store), highlight=False)
+            self.progress.console.print(describe(config, store, device), highlight=False,
+                                        soft_wrap=True)
 
     def start_unit(self, unit: Unit, start: int, end: int):
         if self.quiet:
@@ -213,7 +214,8 @@ class RichReporter:
             f"level {unit.level} {unit.variant} seed {unit.seed}: "
             f"{100 * record['density']:.1f}% remaining, early stop at "
             f"{record['early_stop_iteration']} it, test acc "
-            f"{100 * record['early_stop_test_accuracy']:.2f}% ({done})", highlight=False)
+            f"{100 * record['early_stop_test_accuracy']:.2f}% ({done})", highlight=False,
+            soft_wrap=True)
 
 
 def cmd_find(args: argparse.Namespace) -> int:

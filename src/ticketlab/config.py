@@ -169,6 +169,8 @@ class ExperimentConfig:
             raise TicketlabError(f"batch size must be >= 1, got {t.batch_size}")
         if not 0 <= t.momentum < 1:
             raise TicketlabError(f"momentum must be in [0, 1), got {t.momentum}")
+        if t.gamma <= 0:
+            raise TicketlabError(f"gamma must be > 0, got {t.gamma}")
         if t.weight_decay < 0:
             raise TicketlabError(f"weight decay must be >= 0, got {t.weight_decay}")
         if t.nesterov and (t.optimizer != "sgd" or t.momentum == 0):

@@ -27,10 +27,10 @@ def test_registry():
 
 
 def test_validation_size():
-    assert len(load_dataset("digits", validation_size=0).y_val) == 0
+    assert len(load_dataset("digits", validation_size=1).y_val) == 1
     assert len(load_dataset("digits", validation_size=300).y_train) == 1138
-    for bad in (-1, 1438):
-        with pytest.raises(TicketlabError, match="--validation-size between 0 and 1437"):
+    for bad in (-1, 0, 1438):  # early stopping needs at least one validation image
+        with pytest.raises(TicketlabError, match="--validation-size between 1 and 1437"):
             load_dataset("digits", validation_size=bad)
 
 

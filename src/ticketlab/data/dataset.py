@@ -119,10 +119,10 @@ def _validation_size(name: str, n_train: int, default: int | None, requested: in
         size = default
     else:
         size = round(n_train * 5000 / 60000)  # Frankle & Carbin's MNIST share
-    if not 0 <= size < n_train:
+    if not 1 <= size < n_train:
         raise TicketlabError(
             f"validation size {size} does not fit the {n_train} training images of {name}: "
-            f"choose --validation-size between 0 and {n_train - 1}"
+            f"choose --validation-size between 1 and {n_train - 1} (early stopping needs one)"
         )
     return size
 

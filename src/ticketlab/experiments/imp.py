@@ -36,7 +36,8 @@ from ticketlab.training.loop import Progress
 class Reporter(Protocol):
     """What a front end (the CLI's progress display, a notebook) hears from the engine."""
 
-    def start_run(self, config: ExperimentConfig, store: RunStore) -> None: ...
+    def start_run(self, config: ExperimentConfig, store: RunStore, device: torch.device
+                  ) -> None: ...
     def start_unit(self, unit: Unit, start: int, end: int) -> Progress | None: ...
     def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None: ...
 
@@ -81,7 +82,7 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
     ctx = Context(config, runtime, RunStore.create(runtime.out, config), data, device, rewind,
                   end, Step.parse(config.training.eval_every).iterations(ipe), reporter)
     if reporter:
-        reporter.start_run(config, ctx.store)
+        reporter.start_run(config, ctx.store, device)
     for level in range(config.levels + 1):
         for seed in config.seeds:
             run_unit(ctx, Unit(seed, level, "ticket"))

@@ -156,8 +156,8 @@ def train(
         i = (step % ipe) * B
         idx = order[i:i + B]
         x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
-        if lr_at(step) != lr:
-            lr = lr_at(step)
+        if (new_lr := lr_at(step)) != lr:
+            lr = new_lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
