@@ -162,7 +162,8 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
         opt += f", warm-up {t.warmup}"
     return "\n".join([
         f"model {c.model.model} ({c.model.init}) on {c.data.dataset}",
-        f"{c.levels} levels, {p.scope} pruning at {rates}{excluded}, rewind to {c.rewind}",
+        f"{c.levels} level{'s' if c.levels != 1 else ''}, {p.scope} pruning at {rates}"
+        f"{excluded}, rewind to {c.rewind}",
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
         f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
         f"device {device}",

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from ticketlab.config import ExperimentConfig, Runtime, Step, derive_seed
-from ticketlab.data import load_dataset
+from ticketlab.data import Dataset, load_dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
@@ -59,7 +59,7 @@ class Context:
     config: ExperimentConfig
     runtime: Runtime
     store: RunStore
-    data: Any
+    data: Dataset
     device: torch.device
     rewind: int
     end: int

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ticketlab.config import TrainingHparams, derive_seed
+from ticketlab.data.dataset import Dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.io import atomic_write_bytes
 from ticketlab.pruning.enforce import MaskEnforcer
@@ -92,7 +93,7 @@ Progress = Callable[[int, float | None], None]  # (step, latest validation accur
 
 def train(
     model: nn.Module,
-    data,
+    data: Dataset,
     hp: TrainingHparams,
     *,
     seed: int,
@@ -184,7 +185,7 @@ def train(
     return metrics
 
 
-def _evaluate(model: nn.Module, data, step: int) -> list[Eval]:
+def _evaluate(model: nn.Module, data: Dataset, step: int) -> list[Eval]:
     out = []
     for split in SPLITS:
         loss, acc = evaluate(model, getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
