@@ -29,6 +29,11 @@ class ConvNet(nn.Module):
         for name, a, b in zip(self.fcs, widths, widths[1:]):
             self.add_module(name, nn.Linear(a, b))
 
+    def prunable_groups(self) -> dict[str, str]:
+        return ({f"{n}.weight": "conv" for n in self.convs}
+                | {f"{n}.weight": "fc" for n in self.fcs[:-1]}
+                | {f"{self.fcs[-1]}.weight": "output"})
+
     def features(self, x: Tensor) -> Tensor:
         for i, name in enumerate(self.convs):
             x = getattr(self, name)(x).relu()

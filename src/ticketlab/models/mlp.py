@@ -17,6 +17,9 @@ class MLP(nn.Module):
         for name, a, b in zip(self.fcs, widths, widths[1:]):
             self.add_module(name, nn.Linear(a, b))
 
+    def prunable_groups(self) -> dict[str, str]:
+        return {f"{n}.weight": "fc" for n in self.fcs[:-1]} | {f"{self.fcs[-1]}.weight": "output"}
+
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
         for name in self.fcs[:-1]:
