@@ -95,7 +95,7 @@ class TrainingHparams:
     warmup: str = "0it"  # linear warm-up from 0 to lr
     train: str = "40ep"  # the budget of every level
     batch_size: int = 60
-    eval_every: str = "20it"
+    eval_every: str = "100it"  # the paper's grid
 
 
 @dataclass
