@@ -179,7 +179,8 @@ class RichReporter:
         self.quiet = bool(runtime.quiet)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("it"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[val]}"), console=err, disable=self.quiet, transient=True)
 
     def __enter__(self) -> RichReporter:
@@ -190,15 +191,18 @@ class RichReporter:
         self.progress.stop()
 
     def start_run(self, config: ExperimentConfig, store: RunStore, device: object) -> None:
-        if not self.quiet:
-            self.progress.console.print(describe(config, store, device), highlight=False,
-                                        soft_wrap=True)
+        if self.quiet:
+            return
+        self.progress.console.print(describe(config, store, device), highlight=False,
+                                    soft_wrap=True)
+        units = len(config.seeds) * (1 + config.levels * (1 + len(config.controls)))
+        self.run_task = self.progress.add_task("all units", total=units, unit="units", val="")
 
     def start_unit(self, unit: Unit, start: int, end: int):
         if self.quiet:
             return None
         desc = f"level {unit.level} {unit.variant} seed {unit.seed}"
-        task = self.progress.add_task(desc, total=end - start, val="")
+        task = self.progress.add_task(desc, total=end - start, unit="it", val="")
 
         def update(step: int, val_acc: float | None) -> None:
             val = f"val acc {100 * val_acc:.2f}%" if val_acc is not None else ""
@@ -210,6 +214,7 @@ class RichReporter:
     def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None:
         if self.quiet:
             return
+        self.progress.advance(self.run_task)
         done = "done before" if reused else "done"
         self.progress.console.print(
             f"level {unit.level} {unit.variant} seed {unit.seed}: "
