@@ -220,17 +220,15 @@ class Runtime:
 
 # ---------------------------------------------------------------------------- flat keys
 
-def field_index() -> dict[str, tuple[str | None, type | str]]:
-    """Flat key (a CLI flag / TOML key, with underscores) -> (section or None, type)."""
-    index: dict[str, tuple[str | None, Any]] = {}
+def field_index() -> dict[str, str | None]:
+    """Flat key (a CLI flag / TOML key, with underscores) -> its section (None: top level)."""
+    index: dict[str, str | None] = {}
     for f in fields(ExperimentConfig):
         if f.name in ExperimentConfig.SECTIONS:
-            section_cls = {"data": DataHparams, "model": ModelHparams,
-                           "training": TrainingHparams, "pruning": PruningHparams}[f.name]
-            for g in fields(section_cls):
-                index[g.name] = (f.name, g.type)
+            section = getattr(ExperimentConfig(), f.name)
+            index.update({g.name: f.name for g in fields(section)})
         else:
-            index[f.name] = (None, f.type)
+            index[f.name] = None
     return index
 
 
@@ -243,7 +241,7 @@ def apply_overrides(config: ExperimentConfig, values: dict[str, Any]) -> Experim
     for key, value in values.items():
         if key not in index:
             raise TicketlabError(f"unknown setting '{key}': see ticketlab find --help for names")
-        section, _ = index[key]
+        section = index[key]
         target = config if section is None else getattr(config, section)
         if isinstance(value, list):
             value = tuple(value)

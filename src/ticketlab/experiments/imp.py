@@ -101,22 +101,22 @@ def _new_model(ctx: Context, seed: int) -> torch.nn.Module:
 def _prepare(ctx: Context, unit: Unit) -> tuple[torch.nn.Module, Mask, int]:
     """The unit's model at its starting weights, its mask, and its starting step."""
     store, seed, level = ctx.store, unit.seed, unit.level
-    model = _new_model(ctx, derive_seed(seed, "init"))
     if level == 0:
+        model = _new_model(ctx, derive_seed(seed, "init"))
         return model, Mask.dense(model), 0
-    ticket = Unit(seed, level, "ticket")
     if unit.variant == "ticket":
         previous = Unit(seed, level - 1, "ticket")
         p = ctx.config.pruning
         mask = prune_magnitude(store.load_weights(previous, "final"), store.load_mask(previous),
                                p.rates_arg(), scope=p.scope, exclude=p.exclude)
     else:
-        mask = store.load_mask(ticket)
+        mask = store.load_mask(Unit(seed, level, "ticket"))
     if unit.variant == "random":
         mask = random_like(mask, derive_seed(seed, "random", level))
     if unit.variant == "reinit":
         model = _new_model(ctx, derive_seed(seed, "reinit", level))
     else:
+        model = _new_model(ctx, derive_seed(seed, "init"))
         model.load_state_dict(store.load_weights(Unit(seed, 0, "ticket"), "rewind"))
     mask.apply_(model)
     return model, mask, ctx.rewind
