@@ -87,8 +87,8 @@ def test_killed_run_resumes_to_the_same_summary(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ticketlab.cli", *args, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    # Kill it mid-level: once level 1's ticket has a mid-training checkpoint.
-    while not list(out.glob("*/seed_0/level_01/ticket/checkpoint.pt")):
+    # Kill it mid-level: once level 1 (ticket and reinit, trained together) has a checkpoint.
+    while not list(out.glob("*/checkpoints/level_01_*.pt")):
         assert time.time() < deadline and proc.poll() is None, "run ended before the kill"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -98,7 +98,7 @@ def test_killed_run_resumes_to_the_same_summary(tmp_path):
     resumed = run_cli(*args, "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert (run_dir(out) / "summary.json").read_text() == expected
-    assert not list(out.glob("**/checkpoint.pt"))
+    assert not list(out.glob("**/checkpoint.pt")) and not list(out.glob("*/checkpoints/*.pt"))
 
     again = run_cli(*args[:-1], "--out", str(out))  # not quiet: shows what was reused
     assert again.returncode == 0

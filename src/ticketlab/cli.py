@@ -6,6 +6,7 @@ Bad input exits with code 2 and one line on stderr naming the problem and the fi
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,6 +33,7 @@ from ticketlab.config import (
 )
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
+from ticketlab.presets import PRESETS, preset_settings
 from ticketlab.training import interrupt
 
 err = Console(stderr=True)
@@ -63,6 +65,14 @@ def _ints(text: str) -> tuple[int, ...]:
             from None
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a list of fractions, e.g. 0.5,0.2,0.1") from None
+
+
 def _names(text: str) -> tuple[str, ...]:
     return () if text.strip() in ("", "none") else tuple(s.strip() for s in text.split(","))
 
@@ -82,6 +92,8 @@ def add_find(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("find", help="run iterative magnitude pruning", description=FIND_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
+    a("--preset", metavar="NAME", help="start from a paper's settings (see `ticketlab presets`); "
+      "--config and options override it")
     a("--config", type=Path, metavar="FILE", help="TOML file of settings (options override it)")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", help="registered model (see `ticketlab models`)")
@@ -96,6 +108,9 @@ def add_find(sub: argparse._SubParsersAction) -> None:
                    "(default 5,000, a proportional share for small datasets)")
     g = p.add_argument_group("pruning")
     g.add_argument("--levels", type=int, help="pruning levels after the dense level 0")
+    g.add_argument("--one-shot", type=_fractions, metavar="DENSITIES",
+                   help="one-shot pruning instead of iterative: prune the trained dense network "
+                   "once to each density, e.g. 0.5,0.2,0.1,0.05,0.01 (fractions kept)")
     g.add_argument("--scope", choices=SCOPES, help="prune each layer by its rate, or rank all "
                    "prunable weights together")
     g.add_argument("--rate", type=float, help="fraction of the remaining weights pruned per "
@@ -128,19 +143,24 @@ def add_find(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
                    help="seconds between mid-level checkpoints (default 60)")
+    g.add_argument("--no-vectorize", dest="vectorize", action="store_false", default=None,
+                   help="train a level's seeds and controls one after another instead of "
+                   "together (same results up to floating-point rounding; slower)")
     g.add_argument("--quiet", action="store_true", default=None,
                    help="no progress display and no settings echo; the table is printed")
     p.set_defaults(func=cmd_find)
 
 
-RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_every")
+RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_every",
+                "vectorize")
 
 
 def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
-    """Defaults, then the config file, then the flags given."""
-    values: dict[str, Any] = load_toml(args.config) if args.config else {}
+    """Defaults, then the preset, then the config file, then the flags given."""
+    values: dict[str, Any] = preset_settings(args.preset) if args.preset else {}
+    values.update(load_toml(args.config) if args.config else {})
     values.update({k: v for k, v in vars(args).items()
-                   if v is not None and k not in ("config", "func", "command")})
+                   if v is not None and k not in ("config", "preset", "func", "command", "argv")})
     runtime = Runtime(**{k: values.pop(k) for k in RUNTIME_KEYS if k in values})
     runtime.out, runtime.data_dir = Path(runtime.out), runtime.data_dir and Path(runtime.data_dir)
     return apply_overrides(ExperimentConfig(), values), runtime
@@ -162,8 +182,9 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
         opt += f", warm-up {t.warmup}"
     return "\n".join([
         f"model {c.model.model} ({c.model.init}) on {c.data.dataset}",
-        f"{c.levels} level{'s' if c.levels != 1 else ''}, {p.scope} pruning at {rates}"
-        f"{excluded}, rewind to {c.rewind}",
+        (f"one-shot to densities {','.join(map(str, c.one_shot))}" if c.one_shot else
+         f"{c.levels} level{'s' if c.levels != 1 else ''}") +
+        f", {p.scope} pruning at {rates}{excluded}, rewind to {c.rewind}",
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
         f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
         f"device {device}",
@@ -195,13 +216,15 @@ class RichReporter:
             return
         self.progress.console.print(describe(config, store, device), highlight=False,
                                     soft_wrap=True)
-        units = len(config.seeds) * (1 + config.levels * (1 + len(config.controls)))
+        units = len(config.seeds) * (1 + config.n_levels * (1 + len(config.controls)))
         self.run_task = self.progress.add_task("all units", total=units, unit="units", val="")
 
-    def start_unit(self, unit: Unit, start: int, end: int):
+    def start_units(self, units: list[Unit], start: int, end: int):
         if self.quiet:
             return None
-        desc = f"level {unit.level} {unit.variant} seed {unit.seed}"
+        u = units[0]
+        desc = (f"level {u.level} {u.variant} seed {u.seed}" if len(units) == 1 else
+                f"level {u.level}: {len(units)} units together")
         task = self.progress.add_task(desc, total=end - start, unit="it", val="")
 
         def update(step: int, val_acc: float | None) -> None:
@@ -229,6 +252,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     from ticketlab.report import levels_table
 
     config, runtime = resolve(args)
+    runtime.command = shlex.join(["ticketlab", *args.argv])
     with interrupt.graceful(), RichReporter(runtime) as reporter:
         try:
             summary = run_imp(config, runtime, reporter)
@@ -243,13 +267,36 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ticketlab.report import levels_table
+    from ticketlab.report.build import build_report
+    from ticketlab.report.runs import load_runs
 
-    store = RunStore.open(args.run_dir)
-    summary = store.summary()
-    if not summary["records"]:
-        raise TicketlabError(f"{args.run_dir} has no finished unit yet: run `ticketlab find` "
-                             "to compute some")
-    out.print(levels_table(summary, title=summary["run"]))
+    if len(args.run_dirs) > 1 and args.out is None:
+        raise TicketlabError("several runs make one combined report: say where it goes with "
+                             "--out DIR")
+    runs = load_runs(args.run_dirs)  # fails on a bad directory before anything is written
+    if not args.quiet:
+        for run in runs:
+            out.print(levels_table({"records": run.records}, title=run.name))
+    paths = build_report(runs, args.out or args.run_dirs[0] / "report",
+                         list(args.levels) if args.levels else None)
+    out.print(f"report: {paths[-1]}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for preset in PRESETS.values():
+        out.print(f"[bold]{preset.name}[/bold]  {preset.text}", soft_wrap=True)
+        settings = "  ".join(f"--{k.replace('_', '-')} {_setting(v)}"
+                             for k, v in preset.settings.items())
+        out.print(f"    {settings}", highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -271,10 +318,26 @@ def build_parser() -> Parser:
     parser = Parser(prog="ticketlab", description="Find and study lottery tickets.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     add_find(sub)
-    p = sub.add_parser("report", help="print the table of a run directory",
-                       description="Print the levels table of a run directory.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p = sub.add_parser("report", help="tables, figures and an HTML page of run directories",
+                       description=(
+                           "Print the levels table of each run and write a report into --out:\n"
+                           "accuracy, early-stop and training-curve figures (PNG and SVG),\n"
+                           "levels.csv, densities.csv (per-layer density of the ticket masks)\n"
+                           "and report.html, one self-contained page for any browser."),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="run directories (several: one overlaid report, labelled by what "
+                   "differs between their configurations)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="where the report goes (default RUN_DIR/report; required for several runs)")
+    p.add_argument("--levels", type=_ints, metavar="LIST",
+                   help="levels of the training-curves figure, e.g. 0,3,7 (default: those nearest "
+                   "100, 51.3, 21.1, 7.0 and 3.6%% of weights remaining)")
+    p.add_argument("--quiet", action="store_true", help="do not print the levels tables")
     p.set_defaults(func=cmd_report)
+    sub.add_parser("presets", help="list the paper presets and their settings",
+                   description="List the presets of `ticketlab find --preset NAME` with every "
+                   "setting they fix.").set_defaults(func=cmd_presets)
     sub.add_parser("models", help="list the registered models",
                    description="List the registered models.").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list the registered datasets",
@@ -285,6 +348,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

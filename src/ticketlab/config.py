@@ -119,6 +119,7 @@ class ExperimentConfig:
     training: TrainingHparams = field(default_factory=TrainingHparams)
     pruning: PruningHparams = field(default_factory=PruningHparams)
     rewind: str = "0it"
+    one_shot: tuple[float, ...] = ()  # densities: prune the dense ticket once to each
     # What to compute (not hashed):
     levels: int = 10
     controls: tuple[str, ...] = ("reinit", "random")
@@ -132,14 +133,25 @@ class ExperimentConfig:
         d = self.to_dict()
         for key in self.UNHASHED:
             d.pop(key)
+        if not self.one_shot:
+            d.pop("one_shot")  # iterative runs keep the names they had before one-shot existed
         return d
+
+    @property
+    def kind(self) -> str:
+        return "oneshot" if self.one_shot else "imp"
+
+    @property
+    def n_levels(self) -> int:
+        """Levels after the dense level 0: one per one-shot density, else `levels`."""
+        return len(self.one_shot) if self.one_shot else self.levels
 
     def run_hash(self) -> str:
         blob = json.dumps({"kind": "imp", **self.science()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     def run_name(self) -> str:
-        return f"imp_{self.model.model}_{self.data.dataset}_{self.run_hash()}"
+        return f"{self.kind}_{self.model.model}_{self.data.dataset}_{self.run_hash()}"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -161,6 +173,12 @@ class ExperimentConfig:
             _choice("control", c, CONTROLS)
         if self.levels < 0:
             raise TicketlabError(f"levels must be >= 0, got {self.levels}")
+        for d in self.one_shot:
+            if not 0 < d < 1:
+                raise TicketlabError(f"one-shot density must be a fraction in (0, 1), got {d} "
+                                     "(0.05 keeps 5% of the weights)")
+        if len(set(self.one_shot)) != len(self.one_shot):
+            raise TicketlabError("one-shot densities repeat: list each once")
         if not self.seeds:
             raise TicketlabError("at least one seed is needed, e.g. --seeds 0")
         if t.lr <= 0:
@@ -216,6 +234,8 @@ class Runtime:
     device: str = "auto"
     quiet: bool = False
     checkpoint_every: float = 60.0  # seconds between mid-level checkpoints (0: every eval)
+    vectorize: bool = True  # train a level's seeds and controls together (same science)
+    command: str | None = None  # the command line, recorded in the run's config.json
 
 
 # ---------------------------------------------------------------------------- flat keys

@@ -10,13 +10,21 @@ fresh (as in OpenLTH). From level 1 on, two controls can be trained beside each 
   step k like the ticket, so only the initial values differ;
 - random: a random mask with the ticket's per-tensor counts, from the rewind-point weights.
 
+One-shot pruning (`config.one_shot`, the paper's Figure 1) replaces the chain of levels by
+one cut per density: level i prunes the *dense* network's trained weights once, straight to
+the i-th density (`rates_for_density`), then rewinds and trains like any ticket.
+
 Each seed is an independent trial: it fixes the initialisation, the data order and the
 controls' randomness. The same configuration and seed give bit-identical results (on one
-device), also after an interruption and a resume.
+device), also after an interruption and a resume. The units of one level (all seeds, the
+ticket and its controls) train together in one vectorised pass (`train_replicates`) unless
+`Runtime.vectorize` is off; each follows the trajectory it follows alone, up to
+floating-point rounding.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,9 +36,9 @@ from ticketlab.data import Dataset, load_dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
-from ticketlab.pruning import Mask, prune_magnitude, random_like
-from ticketlab.training import EarlyStop, train
-from ticketlab.training.loop import Progress
+from ticketlab.pruning import Mask, prune_magnitude, random_like, rates_for_density
+from ticketlab.training import EarlyStop, train, train_replicates, vectorizable
+from ticketlab.training.loop import Checkpoint, Progress
 
 
 class Reporter(Protocol):
@@ -38,7 +46,7 @@ class Reporter(Protocol):
 
     def start_run(self, config: ExperimentConfig, store: RunStore, device: torch.device
                   ) -> None: ...
-    def start_unit(self, unit: Unit, start: int, end: int) -> Progress | None: ...
+    def start_units(self, units: list[Unit], start: int, end: int) -> Progress | None: ...
     def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None: ...
 
 
@@ -79,16 +87,14 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
                         split_seed=config.data.split_seed)
     ipe = data.iterations_per_epoch(config.training.batch_size)
     rewind, end = config.budget(ipe)
-    ctx = Context(config, runtime, RunStore.create(runtime.out, config), data, device, rewind,
-                  end, Step.parse(config.training.eval_every).iterations(ipe), reporter)
+    store = RunStore.create(runtime.out, config, runtime.command)
+    eval_every = Step.parse(config.training.eval_every).iterations(ipe)
+    ctx = Context(config, runtime, store, data, device, rewind, end, eval_every, reporter)
     if reporter:
         reporter.start_run(config, ctx.store, device)
-    for level in range(config.levels + 1):
-        for seed in config.seeds:
-            run_unit(ctx, Unit(seed, level, "ticket"))
-            if level > 0:
-                for control in config.controls:
-                    run_unit(ctx, Unit(seed, level, control))
+    for level in range(config.n_levels + 1):
+        variants = ("ticket", *config.controls) if level else ("ticket",)
+        run_units(ctx, [Unit(seed, level, v) for seed in config.seeds for v in variants])
     return ctx.store.write_summary()
 
 
@@ -105,10 +111,15 @@ def _prepare(ctx: Context, unit: Unit) -> tuple[torch.nn.Module, Mask, int]:
         model = _new_model(ctx, derive_seed(seed, "init"))
         return model, Mask.dense(model), 0
     if unit.variant == "ticket":
-        previous = Unit(seed, level - 1, "ticket")
-        p = ctx.config.pruning
-        mask = prune_magnitude(store.load_weights(previous, "final"), store.load_mask(previous),
-                               p.rates_arg(), scope=p.scope, exclude=p.exclude)
+        c, p = ctx.config, ctx.config.pruning
+        previous = Unit(seed, 0 if c.one_shot else level - 1, "ticket")
+        mask = store.load_mask(previous)
+        rates = p.rates_arg()
+        if c.one_shot:
+            rates = rates_for_density(mask, rates, c.one_shot[level - 1], scope=p.scope,
+                                      exclude=p.exclude)
+        mask = prune_magnitude(store.load_weights(previous, "final"), mask, rates,
+                               scope=p.scope, exclude=p.exclude)
     else:
         mask = store.load_mask(Unit(seed, level, "ticket"))
     if unit.variant == "random":
@@ -122,28 +133,69 @@ def _prepare(ctx: Context, unit: Unit) -> tuple[torch.nn.Module, Mask, int]:
     return model, mask, ctx.rewind
 
 
-def run_unit(ctx: Context, unit: Unit) -> dict[str, Any]:
+def run_units(ctx: Context, units: list[Unit]) -> None:
+    """Trains the units of one level that are not done yet: together, or one by one."""
     store = ctx.store
-    if store.done(unit):
-        record = store.result(unit)
-        if ctx.reporter:
-            ctx.reporter.end_unit(unit, record, reused=True)
-        return record
+    todo = []
+    for unit in units:
+        if store.done(unit):
+            if ctx.reporter:
+                ctx.reporter.end_unit(unit, store.result(unit), reused=True)
+        else:
+            todo.append(unit)
+    if not todo:
+        return
+    prepared = [_start(ctx, u) for u in todo]
+    if ctx.runtime.vectorize and len(todo) > 1 and vectorizable(prepared[0][0]):
+        _train_together(ctx, todo, prepared)
+        return
+    for unit, (model, mask, start) in zip(todo, prepared):
+        progress = ctx.reporter.start_units([unit], start, ctx.end) if ctx.reporter else None
+        on_snapshot: Callable | None = None
+        if unit.level == 0:
+            on_snapshot = lambda state, unit=unit: store.save_weights(unit, "rewind", state)
+        metrics = train(
+            model, ctx.data, ctx.config.training, seed=unit.seed, start=start, end=ctx.end,
+            eval_every=ctx.eval_every, mask=mask.to(ctx.device),
+            snapshot_at=ctx.rewind if unit.level == 0 else None, on_snapshot=on_snapshot,
+            checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every), progress=progress,
+        )
+        _finish(ctx, unit, model, mask, start, metrics)
+
+
+def _start(ctx: Context, unit: Unit) -> tuple[torch.nn.Module, Mask, int]:
+    """Prepares a unit and records its mask and starting weights (controls read the ticket's)."""
     model, mask, start = _prepare(ctx, unit)
-    store.save_mask(unit, mask)
-    on_snapshot: Callable | None = None
-    if unit.level == 0:
-        store.save_weights(unit, "init", model.state_dict())
-        on_snapshot = lambda state: store.save_weights(unit, "rewind", state)
-    else:
-        store.save_weights(unit, "rewind", model.state_dict())
-    progress = ctx.reporter.start_unit(unit, start, ctx.end) if ctx.reporter else None
-    metrics = train(
-        model, ctx.data, ctx.config.training, seed=unit.seed, start=start, end=ctx.end,
-        eval_every=ctx.eval_every, mask=mask.to(ctx.device),
-        snapshot_at=ctx.rewind if unit.level == 0 else None, on_snapshot=on_snapshot,
-        checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every), progress=progress,
+    ctx.store.save_mask(unit, mask)
+    ctx.store.save_weights(unit, "init" if unit.level == 0 else "rewind", model.state_dict())
+    return model, mask, start
+
+
+def _train_together(ctx: Context, units: list[Unit],
+                    prepared: list[tuple[torch.nn.Module, Mask, int]]) -> None:
+    store, start = ctx.store, prepared[0][2]
+    models = [m for m, _, _ in prepared]
+    masks = [mask.to(ctx.device) for _, mask, _ in prepared]
+    names = ",".join(u.relpath() for u in units)
+    group = hashlib.sha256(names.encode()).hexdigest()[:8]
+    checkpoint = Checkpoint(store.root / "checkpoints" / f"level_{units[0].level:02d}_{group}.pt",
+                            ctx.runtime.checkpoint_every)
+    progress = ctx.reporter.start_units(units, start, ctx.end) if ctx.reporter else None
+    metrics = train_replicates(
+        models, ctx.data, ctx.config.training, seeds=[u.seed for u in units], start=start,
+        end=ctx.end, eval_every=ctx.eval_every, masks=masks,
+        snapshot_at=ctx.rewind if units[0].level == 0 else None,
+        on_snapshot=lambda i, state: store.save_weights(units[i], "rewind", state),
+        checkpoint=checkpoint, progress=progress,
     )
+    for unit, (model, mask, _), m in zip(units, prepared, metrics):
+        _finish(ctx, unit, model, mask, start, m)
+    checkpoint.clear()
+
+
+def _finish(ctx: Context, unit: Unit, model: torch.nn.Module, mask: Mask, start: int,
+            metrics: list) -> dict[str, Any]:
+    store = ctx.store
     store.save_weights(unit, "final", model.state_dict())
     stop = EarlyStop.from_metrics(metrics)
     record = {

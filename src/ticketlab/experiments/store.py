@@ -54,21 +54,28 @@ class RunStore:
         self.root = Path(root)
 
     @classmethod
-    def create(cls, out: Path, config: ExperimentConfig) -> RunStore:
-        """Opens (or starts) the run directory of `config`, recording the configuration."""
+    def create(cls, out: Path, config: ExperimentConfig, command: str | None = None
+               ) -> RunStore:
+        """Opens (or starts) the run directory of `config`, recording the configuration and
+        the commands that worked on it."""
         store = cls(Path(out) / config.run_name())
         path = store.root / "config.json"
+        commands: list[str] = []
         if path.exists():
             old = read_json(path)
             if old.get("science") != config.science():
                 raise TicketlabError(
                     f"{path} does not match this configuration: move that directory away"
                 )
+            commands = old.get("commands", [])
+        if command and command not in commands:
+            commands.append(command)
         write_json(path, {
             "ticketlab_version": __version__,
             "hash": config.run_hash(),
             "science": config.science(),
             "requested": {k: config.to_dict()[k] for k in config.UNHASHED},
+            "commands": commands,
         })
         return store
 
@@ -133,8 +140,9 @@ class RunStore:
     def records(self) -> list[dict[str, Any]]:
         """Every finished unit's record, by level, seed and variant."""
         records = [read_json(p) for p in self.root.glob("seed_*/level_*/*/result.json")]
-        return sorted(records, key=lambda r: (r["level"], r["seed"],
-                                              VARIANTS.index(r["variant"])))
+        def order(variant: str) -> tuple[int, str]:  # the core's variants first, then by name
+            return (VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS), variant)
+        return sorted(records, key=lambda r: (r["level"], r["seed"], order(r["variant"])))
 
     def write_summary(self) -> dict[str, Any]:
         summary = {"run": self.root.name, "hash": self.config()["hash"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from rich.table import Table
@@ -17,6 +18,12 @@ def _stat(values: list[float], fmt: str) -> str:
     if len(values) == 1:
         return format(values[0], fmt)
     return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def variant_order(names: Iterable[str]) -> list[str]:
+    """Ticket first, then the known controls, then any newer variant by name."""
+    rank = {v: i for i, v in enumerate(VARIANTS)}
+    return sorted(set(names), key=lambda v: (rank.get(v, len(rank)), v))
 
 
 def level_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -39,9 +46,32 @@ def level_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _summarize(values: list[float]) -> dict[str, float | None]:
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.mean(values), "std": std, "min": min(values), "max": max(values)}
+
+
+def level_stats(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`level_rows` reduced to mean, sample std, min and max: the numbers every report shows.
+
+    One row per level: {"level", "remaining" (%), "variants": {variant: {"n_seeds",
+    "early_stop_iteration": stats, "test_accuracy_pct": stats}}}, ticket first.
+    """
+    stats = []
+    for row in level_rows(records):
+        variants = variant_order(k for k in row if k not in ("level", "remaining"))
+        stats.append({"level": row["level"], "remaining": row["remaining"], "variants": {
+            v: {"n_seeds": len(row[v]["seeds"]),
+                "early_stop_iteration": _summarize(row[v]["early_stop_iteration"]),
+                "test_accuracy_pct": _summarize(
+                    [100 * a for a in row[v]["early_stop_test_accuracy"]])}
+            for v in variants}})
+    return stats
+
+
 def levels_table(summary: dict[str, Any], title: str | None = None) -> Table:
     rows = level_rows(summary["records"])
-    present = [v for v in VARIANTS if any(v in row for row in rows)]
+    present = variant_order(r["variant"] for r in summary["records"])
     n_seeds = len({r["seed"] for r in summary["records"]})
     caption = (f"mean ± std over {n_seeds} seeds; " if n_seeds > 1 else "") + \
         "test accuracy at the early-stop iteration (lowest validation loss)"

@@ -3,10 +3,14 @@
 Step s always sees the same batch (the epoch's seeded permutation) and the same learning
 rate, whatever step training started from, so a rewound run continues the data order and
 schedule from its rewind step and a resumed run continues exactly where it stopped.
+
+One loop serves two trainees: `Solo` (one model, the reference) and `Stack` (replicates
+trained together by `torch.func.vmap` over stacked weights, see `train_replicates`).
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 from collections.abc import Callable
@@ -14,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from ticketlab.config import TrainingHparams, derive_seed
@@ -91,6 +96,132 @@ class Checkpoint:
 Progress = Callable[[int, float | None], None]  # (step, latest validation accuracy)
 
 
+class Solo:
+    """One model trained as itself: the reference trajectory."""
+
+    def __init__(self, model: nn.Module, mask: Mask | None, seed: int):
+        self.model, self.seeds = model, [seed]
+        self.enforcer = MaskEnforcer(model, mask) if mask is not None else None
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(self.model(x[0]), y[0])
+
+    def evaluate(self, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
+        return [evaluate(self.model, x, y)]
+
+    def state_dict(self, i: int = 0) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def zero_weights(self) -> None:
+        if self.enforcer:
+            self.enforcer.zero_weights()
+
+    def zero_grads(self) -> None:
+        if self.enforcer:
+            self.enforcer.zero_grads()
+
+    def save(self) -> dict:
+        return {"model": self.model.state_dict()}
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+
+
+class Stack:
+    """Replicates (seeds, variants) trained together: one vectorised pass over stacked weights.
+
+    `torch.func.vmap` runs the model once on weights stacked along a new first dimension;
+    the loss is the sum of each replicate's mean loss, so each gets exactly its own gradient,
+    and Adam/SGD are elementwise, so each follows the trajectory it follows alone (up to
+    floating-point rounding in the batched matrix products).
+    """
+
+    def __init__(self, models: list[nn.Module], masks: list[Mask | None], seeds: list[int]):
+        check_vectorizable(models[0])
+        self.models, self.seeds = models, seeds
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self.stacked, self.buffers = stack_module_state(models)
+        self.params = list(self.stacked.values())
+        fmodel = lambda p, b, x: functional_call(self.base, (p, b), (x,))
+        self.forward = vmap(fmodel, in_dims=(0, 0, 0))
+        self.forward_shared = vmap(fmodel, in_dims=(0, 0, None))
+        self.pruned = [k for k in self.stacked
+                       if any(m is not None and k in m and not bool(m[k].all()) for m in masks)]
+        self.weights = [self.stacked[k].detach() for k in self.pruned]
+        self.masks = [torch.stack([
+            (m[k] if m is not None and k in m else torch.ones(self.stacked[k].shape[1:]))
+            .to(self.stacked[k]) for m in masks]) for k in self.pruned]
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        logits = self.forward(self.stacked, self.buffers, x)
+        n, b = y.shape
+        return F.cross_entropy(logits.reshape(n * b, -1), y.reshape(-1), reduction="sum") / b
+
+    @torch.inference_mode()
+    def evaluate(self, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
+        self.base.eval()
+        n = len(self.seeds)
+        loss = torch.zeros(n, device=x.device, dtype=torch.float64)
+        correct = torch.zeros(n, device=x.device, dtype=torch.int64)
+        chunk = max(1, 2000 // n)
+        for i in range(0, len(x), chunk):
+            logits = self.forward_shared(self.stacked, self.buffers, x[i:i + chunk])
+            target = y[i:i + chunk]
+            k = len(target)
+            loss += F.cross_entropy(logits.reshape(n * k, -1), target.repeat(n),
+                                    reduction="none").view(n, k).sum(1).double()
+            correct += (logits.argmax(-1) == target).sum(1)
+        self.base.train()
+        return [(float(a) / len(x), int(c) / len(x)) for a, c in zip(loss, correct)]
+
+    def state_dict(self, i: int) -> dict[str, Tensor]:
+        tensors = {**self.stacked, **self.buffers}
+        return {k: tensors[k][i].detach().clone() for k in self.models[0].state_dict()}
+
+    def zero_weights(self) -> None:
+        if self.weights:
+            torch._foreach_mul_(self.weights, self.masks)
+
+    def zero_grads(self) -> None:
+        if self.weights:
+            torch._foreach_mul_([self.stacked[k].grad for k in self.pruned], self.masks)
+
+    def save(self) -> dict:
+        return {"stacked": {k: v.detach() for k, v in self.stacked.items()},
+                "buffers": self.buffers}
+
+    def load(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in state["stacked"].items():
+                self.stacked[k].copy_(v)
+            for k, v in state["buffers"].items():
+                self.buffers[k].copy_(v)
+
+    def write_back(self) -> None:
+        """Copies each replicate's trained weights into its own model."""
+        for i, model in enumerate(self.models):
+            model.load_state_dict(self.state_dict(i))
+
+
+def check_vectorizable(model: nn.Module) -> None:
+    """vmap cannot share running statistics or dropout draws the way a lone model does."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase | nn.modules.dropout._DropoutNd):
+            raise TicketlabError(
+                f"{type(module).__name__} ({name}) cannot be trained vectorised: use "
+                "--no-vectorize to train replicates one after another"
+            )
+
+
+def vectorizable(model: nn.Module) -> bool:
+    try:
+        check_vectorizable(model)
+    except TicketlabError:
+        return False
+    return True
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -102,7 +233,7 @@ def train(
     eval_every: int,
     mask: Mask | None = None,
     snapshot_at: int | None = None,
-    on_snapshot: Callable[[dict[str, torch.Tensor]], None] | None = None,
+    on_snapshot: Callable[[dict[str, Tensor]], None] | None = None,
     checkpoint: Checkpoint | None = None,
     progress: Progress | None = None,
 ) -> list[Eval]:
@@ -113,68 +244,121 @@ def train(
     of `eval_every` and at `end`. `on_snapshot` receives the state dict at step `snapshot_at`
     (the rewind point, during level 0).
     """
+    snap = (lambda i, state: on_snapshot(state)) if on_snapshot else None
+    return _loop(Solo(model, mask, seed), data, hp, start=start, end=end,
+                 eval_every=eval_every, snapshot_at=snapshot_at, on_snapshot=snap,
+                 checkpoint=checkpoint, progress=progress)[0]
+
+
+def train_replicates(
+    models: list[nn.Module],
+    data: Dataset,
+    hp: TrainingHparams,
+    *,
+    seeds: list[int],
+    end: int,
+    start: int = 0,
+    eval_every: int,
+    masks: list[Mask | None] | None = None,
+    snapshot_at: int | None = None,
+    on_snapshot: Callable[[int, dict[str, Tensor]], None] | None = None,
+    checkpoint: Checkpoint | None = None,
+    progress: Progress | None = None,
+) -> list[list[Eval]]:
+    """`train` for several models at once (same architecture, budget and start step).
+
+    Replicate i uses data order `seeds[i]` and mask `masks[i]`, and ends with the weights
+    and evaluations it would have had trained alone, up to floating-point rounding.
+    `on_snapshot(i, state)` receives replicate i's state at `snapshot_at`.
+    """
+    masks = masks or [None] * len(models)
+    stack = Stack(models, masks, list(seeds))
+    metrics = _loop(stack, data, hp, start=start, end=end, eval_every=eval_every,
+                    snapshot_at=snapshot_at, on_snapshot=on_snapshot, checkpoint=checkpoint,
+                    progress=progress)
+    stack.write_back()
+    return metrics
+
+
+def _loop(
+    trainee: Solo | Stack,
+    data: Dataset,
+    hp: TrainingHparams,
+    *,
+    start: int,
+    end: int,
+    eval_every: int,
+    snapshot_at: int | None,
+    on_snapshot: Callable[[int, dict[str, Tensor]], None] | None,
+    checkpoint: Checkpoint | None,
+    progress: Progress | None,
+) -> list[list[Eval]]:
     ipe = data.iterations_per_epoch(hp.batch_size)
     lr_at = lr_schedule(hp, ipe)
-    optimizer = build_optimizer(model.parameters(), hp)
-    enforcer = MaskEnforcer(model, mask) if mask is not None else None
-    metrics: list[Eval] = []
+    optimizer = build_optimizer(trainee.params, hp)
+    seeds = trainee.seeds
+    metrics: list[list[Eval]] = [[] for _ in seeds]
     step = start
 
     state = checkpoint.load() if checkpoint else None
+    if state is not None and state.get("seeds", seeds) != seeds:
+        state = None  # a checkpoint of other replicates: start this training afresh
     if state is not None:
-        model.load_state_dict(state["model"])
+        trainee.load(state)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
-        metrics = [Eval(**e) for e in state["metrics"]]
+        saved = state["metrics"] if "seeds" in state else [state["metrics"]]  # 0.1 format
+        metrics = [[Eval(**e) for e in m] for m in saved]
         step = state["step"]
     else:
-        torch.manual_seed(derive_seed(seed, "train", start))  # dropout etc., if a model has it
-        if enforcer:
-            enforcer.zero_weights()
-        metrics += _evaluate(model, data, step)
+        torch.manual_seed(derive_seed(seeds[0], "train", start))  # dropout, if a model has it
+        trainee.zero_weights()
+        _evaluate(trainee, data, step, metrics)
 
     def save_checkpoint() -> None:
         if checkpoint:
             checkpoint.save({
-                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": torch.get_rng_state(), "metrics": [asdict(e) for e in metrics],
+                "step": step, **trainee.save(), "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(), "seeds": seeds,
+                "metrics": [[asdict(e) for e in m] for m in metrics],
             })
 
     def latest_val() -> float | None:
-        return next((e.accuracy for e in reversed(metrics) if e.split == "val"), None)
+        last = [next((e.accuracy for e in reversed(m) if e.split == "val"), None)
+                for m in metrics]
+        return None if None in last else sum(last) / len(last)
 
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainee.params
     B = hp.batch_size
-    epoch, order = -1, None
-    lr = None
+    orders: dict[int, Tensor] = {}
+    epoch, lr = -1, None
     while step < end:
         if step == snapshot_at and on_snapshot:
-            on_snapshot({k: v.detach().clone() for k, v in model.state_dict().items()})
+            for i in range(len(seeds)):
+                on_snapshot(i, trainee.state_dict(i))
         if step // ipe != epoch:
             epoch = step // ipe
-            order = data.epoch_order(seed, epoch)
+            orders = {s: data.epoch_order(s, epoch) for s in set(seeds)}
         i = (step % ipe) * B
-        idx = order[i:i + B]
-        x, y = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
+        idx = torch.cat([orders[s][i:i + B] for s in seeds])
+        x = data.x_train.index_select(0, idx).view(len(seeds), B, *data.x_train.shape[1:])
+        y = data.y_train.index_select(0, idx).view(len(seeds), B)
         if (new_lr := lr_at(step)) != lr:
             lr = new_lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-        loss = F.cross_entropy(model(x), y)
+        loss = trainee.loss(x, y)
         for p in params:  # what zero_grad(set_to_none=True) does, without its overhead
             p.grad = None
         loss.backward()
-        if enforcer:
-            enforcer.zero_grads()
+        trainee.zero_grads()
         optimizer.step()
-        if enforcer:
-            enforcer.zero_weights()
+        trainee.zero_weights()
         step += 1
 
         if step % eval_every == 0 or step == end:
-            metrics += _evaluate(model, data, step)
+            _evaluate(trainee, data, step, metrics)
             if checkpoint and step < end and checkpoint.due():
                 save_checkpoint()
         if progress and (step % 50 == 0 or step == end):
@@ -185,9 +369,9 @@ def train(
     return metrics
 
 
-def _evaluate(model: nn.Module, data: Dataset, step: int) -> list[Eval]:
-    out = []
+def _evaluate(trainee: Solo | Stack, data: Dataset, step: int, metrics: list[list[Eval]]
+              ) -> None:
     for split in SPLITS:
-        loss, acc = evaluate(model, getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
-        out.append(Eval(step, split, loss, acc))
-    return out
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        for m, (loss, acc) in zip(metrics, trainee.evaluate(x, y)):
+            m.append(Eval(step, split, loss, acc))

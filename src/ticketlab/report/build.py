@@ -1,0 +1,94 @@
+"""`write_report`: the figures, CSV tables and HTML page of one run or an overlay of several."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from ticketlab.errors import TicketlabError
+from ticketlab.experiments.store import Unit
+from ticketlab.io import atomic_write_text
+from ticketlab.report import plots
+from ticketlab.report.html import render_html
+from ticketlab.report.runs import Run, load_runs
+
+
+def level_csv_rows(run: Run) -> list[dict[str, Any]]:
+    """`level_stats` flattened: one row per level, columns like ticket_test_accuracy_pct_mean."""
+    rows = []
+    for row in run.stats:
+        flat: dict[str, Any] = {"run": run.name, "level": row["level"],
+                                "remaining_pct": row["remaining"]}
+        for v, cell in row["variants"].items():
+            flat[f"{v}_n_seeds"] = cell["n_seeds"]
+            for metric in ("early_stop_iteration", "test_accuracy_pct"):
+                flat.update({f"{v}_{metric}_{k}": x for k, x in cell[metric].items()})
+        rows.append(flat)
+    return rows
+
+
+def layer_densities(run: Run) -> list[dict[str, Any]]:
+    """Per level, the density of each prunable tensor in the ticket mask of its first seed."""
+    rows = []
+    for row in run.stats:
+        seeds = sorted(r["seed"] for r in run.records
+                       if r["level"] == row["level"] and r["variant"] == "ticket")
+        if seeds:
+            mask = run.store.load_mask(Unit(seeds[0], row["level"], "ticket"))
+            rows.append({"run": run.name, "level": row["level"], "seed": seeds[0],
+                         "density": mask.density(), **mask.density_by_tensor()})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    buf = io.StringIO()
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def _check_levels(runs: list[Run], levels: list[int]) -> None:
+    present = sorted({row["level"] for run in runs for row in run.stats})
+    missing = sorted(set(levels) - set(present))
+    if missing:
+        raise TicketlabError(f"level(s) {','.join(map(str, missing))} not in the run(s): choose "
+                             f"--levels from {','.join(map(str, present))}")
+
+
+def write_report(run_dirs: list[Path], out: Path, levels: list[int] | None = None) -> list[Path]:
+    """Writes the figures (PNG and SVG), levels.csv, densities.csv and report.html into `out`.
+
+    `levels` picks the levels of the training-curves figure (default: the ticket levels nearest
+    the paper's 100, 51.3, 21.1, 7.0 and 3.6 %). Returns the paths written, report.html last.
+    """
+    return build_report(load_runs(run_dirs), out, levels)
+
+
+def build_report(runs: list[Run], out: Path, levels: list[int] | None = None) -> list[Path]:
+    """`write_report` for runs already loaded (the CLI prints their tables first)."""
+    if levels is not None:
+        _check_levels(runs, levels)
+    out = Path(out)
+    densities = {run.name: layer_densities(run) for run in runs}
+    paths = [_write_csv(out / "levels.csv", [r for run in runs for r in level_csv_rows(run)]),
+             _write_csv(out / "densities.csv", [r for rows in densities.values() for r in rows])]
+    figures = [  # file stem, figure, caption
+        ("accuracy", plots.accuracy_figure(runs),
+         "Test accuracy at the early-stop iteration against % of weights remaining"),
+        ("early_stop", plots.early_stop_figure(runs),
+         "Early-stop iteration (lowest validation loss) against % of weights remaining"),
+        ("curves", plots.curves_figure(runs, levels),
+         "Test accuracy during training at selected levels (solid: ticket; dashed: controls)"),
+    ]
+    embedded = []
+    for stem, fig, caption in figures:
+        embedded.append((caption, plots.save_figure(fig, out / stem)))
+        paths += [out / f"{stem}.png", out / f"{stem}.svg"]
+    html = out / "report.html"
+    atomic_write_text(html, render_html(runs, densities, embedded))
+    return [*paths, html]

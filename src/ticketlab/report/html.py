@@ -1,0 +1,99 @@
+"""One self-contained HTML page: no external URL and no script, so it opens anywhere, offline."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from typing import Any
+
+from ticketlab.report.runs import Run
+from ticketlab.report.table import variant_order
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
+       color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f4f4f4; }
+td small { color: #666; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
+figure { margin: 1em 0 2em; }
+figure img { max-width: 100%; }
+.note { color: #555; }
+"""
+NOTE = ("Test accuracy is measured at the early-stop iteration (lowest validation loss). "
+        "Tables: mean ± sample std over seeds, min–max below. Figures: mean over seeds, error "
+        "bars min–max (as in Frankle &amp; Carbin 2019), shaded band ±1 std.")
+
+
+def _stat(stats: dict[str, float | None], n: int, fmt: str) -> str:
+    text = format(stats["mean"], fmt)
+    if stats["std"] is not None:
+        text += f" ± {format(stats['std'], fmt)}"
+    if n > 1:
+        text += f"<br><small>{format(stats['min'], fmt)}–{format(stats['max'], fmt)}</small>"
+    return text
+
+
+def levels_html(run: Run) -> str:
+    """The levels table: per variant, early-stop iteration, test accuracy and seed count."""
+    variants = variant_order(v for row in run.stats for v in row["variants"])
+    head = "".join(f'<th colspan="3">{escape(v)}</th>' for v in variants)
+    sub = "<th>early stop (it)</th><th>test acc (%)</th><th>n</th>" * len(variants)
+    body = []
+    for row in run.stats:
+        cells = [str(row["level"]), f"{row['remaining']:.1f}"]
+        for v in variants:
+            s = row["variants"].get(v)
+            cells += ([_stat(s["early_stop_iteration"], s["n_seeds"], ".0f"),
+                       _stat(s["test_accuracy_pct"], s["n_seeds"], ".2f"), str(s["n_seeds"])]
+                      if s else ["", "", ""])
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (f'<table><tr><th rowspan="2">level</th><th rowspan="2">% weights<br>remaining</th>'
+            f"{head}</tr><tr>{sub}</tr>{''.join(body)}</table>")
+
+
+def densities_html(rows: list[dict[str, Any]]) -> str:
+    """The per-layer table: % of each prunable tensor kept in the ticket's mask."""
+    tensors = list(dict.fromkeys(k for r in rows for k in r if k not in
+                                 ("run", "level", "seed", "density")))
+    head = "".join(f"<th>{escape(t)}</th>" for t in tensors)
+    body = "".join(
+        f"<tr><td>{r['level']}</td><td>{r['seed']}</td><td>{100 * r['density']:.2f}</td>"
+        + "".join(f"<td>{100 * r[t]:.2f}</td>" if t in r else "<td></td>" for t in tensors)
+        + "</tr>" for r in rows)
+    return (f"<table><tr><th>level</th><th>seed</th><th>all prunable</th>{head}</tr>{body}"
+            "</table>")
+
+
+def render_html(runs: list[Run], densities: dict[str, list[dict[str, Any]]],
+                figures: list[tuple[str, bytes]]) -> str:
+    """The page: runs, levels and per-layer tables, figures (PNG data URIs), configurations."""
+    title = "ticketlab report: " + ", ".join(r.name for r in runs)
+    parts = [f"<h1>{escape(title)}</h1><ul>"]
+    for run in runs:
+        label = f" — {escape(run.label)}" if run.label != run.name else ""
+        parts.append(f"<li><code>{escape(run.name)}</code>{label}</li>")
+    parts.append(f'</ul><p class="note">{NOTE}</p><h2>Levels</h2>')
+    for run in runs:
+        parts.append(f"<h3>{escape(run.name)}</h3>{levels_html(run)}")
+    parts.append("<h2>Per-layer density of the ticket masks (%)</h2>")
+    for run in runs:
+        parts.append(f"<h3>{escape(run.name)}</h3>{densities_html(densities[run.name])}")
+    parts.append("<h2>Figures</h2>")
+    for caption, png in figures:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{escape(caption)}</figcaption></figure>")
+    parts.append("<h2>Configuration</h2>")
+    for run in runs:
+        config = {k: run.config.get(k) for k in ("science", "requested")}
+        parts.append(f"<h3>{escape(run.name)} (hash {escape(str(run.config.get('hash')))})</h3>"
+                     f"<pre>{escape(json.dumps(config, indent=2))}</pre>")
+        if run.config.get("commands"):
+            commands = "\n".join(map(str, run.config["commands"]))
+            parts.append(f"<p>Commands that produced it:</p><pre>{escape(commands)}</pre>")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")

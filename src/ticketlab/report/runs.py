@@ -1,0 +1,81 @@
+"""The runs a report covers: records, configuration, statistics and a legend label each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ticketlab.errors import TicketlabError
+from ticketlab.experiments.store import RunStore
+from ticketlab.report.table import level_stats
+
+
+@dataclass
+class Run:
+    store: RunStore
+    config: dict[str, Any]  # config.json: hash, science, requested (and commands, if any)
+    records: list[dict[str, Any]]
+    stats: list[dict[str, Any]]  # `level_stats(records)`
+    label: str = ""  # what sets this run apart from the others in the report
+
+    @property
+    def name(self) -> str:
+        return self.store.root.name
+
+
+def load_runs(run_dirs: Sequence[Path]) -> list[Run]:
+    """Opens every run first, so a bad directory fails before anything is written."""
+    runs = []
+    for d in run_dirs:
+        store = RunStore.open(Path(d))
+        records = store.summary()["records"]
+        if not records:
+            raise TicketlabError(f"{d} has no finished unit yet: run (or resume) the command "
+                                 "that made it, then report")
+        runs.append(Run(store, store.config(), records, level_stats(records)))
+    labels = run_labels([r.config.get("science", {}) for r in runs], [r.name for r in runs])
+    for run, label in zip(runs, labels):
+        run.label = label
+    return runs
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"pruning": {"scope": "global"}} -> {"pruning.scope": "global"}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short(key: str, keys: list[str]) -> str:
+    """'pruning.scope' -> 'scope' unless another key also ends in 'scope'."""
+    rest = key.partition(".")[2]
+    if rest and sum(k == rest or k.endswith(f".{rest}") for k in keys) == 1:
+        return rest
+    return key
+
+
+def _value(value: Any) -> str:
+    if value is ...:  # the key is absent from this run's configuration
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(_value, value)) or "none"
+    return "none" if value == {} else str(value)
+
+
+def run_labels(sciences: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Legend labels naming what differs between runs, e.g. 'rewind=500it, scope=global'.
+
+    Runs that the science does not tell apart (or a single run) are labelled by name.
+    """
+    flats = [flatten(s) for s in sciences]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    differing = [k for k in keys if len({repr(f.get(k, ...)) for f in flats}) > 1]
+    labels = [", ".join(f"{_short(k, keys)}={_value(f.get(k, ...))}" for k in differing)
+              for f in flats]
+    return labels if differing and len(set(labels)) == len(labels) else list(names)

@@ -1,0 +1,98 @@
+"""Replicates trained together follow the trajectories they follow alone."""
+
+import pytest
+import torch
+from torch import nn
+
+from ticketlab import Mask, prune_magnitude
+from ticketlab.config import TrainingHparams
+from ticketlab.data import load_dataset
+from ticketlab.errors import TicketlabError
+from ticketlab.models import build_model
+from ticketlab.training import Checkpoint, interrupt, train, train_replicates, vectorizable
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def replicates(data, name, hp, steps=30, start=0):
+    """Three replicates: two seeds dense, and seed 0 again under a 70%-pruned mask."""
+    def model(seed):
+        return build_model(name, data.input_shape, data.num_classes, seed=seed)
+    models = [model(0), model(1), model(0)]
+    masks = [None, None, prune_magnitude(models[2], Mask.dense(models[2]), 0.7)]
+    seeds = [0, 1, 0]
+    alone = []
+    for m, mask, seed in zip(models, masks, seeds):
+        clone = model(0)
+        clone.load_state_dict(m.state_dict())
+        metrics = train(clone, data, hp, seed=seed, start=start, end=start + steps,
+                        eval_every=10, mask=mask)
+        alone.append((clone, metrics))
+    together = train_replicates(models, data, hp, seeds=seeds, start=start, end=start + steps,
+                                eval_every=10, masks=masks)
+    return models, masks, alone, together
+
+
+@pytest.mark.parametrize("name,hp", [
+    ("lenet_300_100", TrainingHparams(optimizer="adam", lr=1e-2, batch_size=32)),
+    ("lenet_300_100", TrainingHparams(optimizer="sgd", lr=0.1, momentum=0.9,
+                                      weight_decay=1e-3, batch_size=32)),
+    ("conv2", TrainingHparams(optimizer="adam", lr=1e-3, batch_size=16)),
+], ids=["mlp-adam", "mlp-sgd-momentum-wd", "conv-adam"])
+def test_replicates_follow_their_solo_trajectories(digits, name, hp):
+    models, masks, alone, together = replicates(digits, name, hp)
+    for model, mask, (solo, solo_metrics), metrics in zip(models, masks, alone, together):
+        for (k, w), w_solo in zip(model.state_dict().items(), solo.state_dict().values()):
+            assert torch.allclose(w, w_solo, rtol=1e-4, atol=1e-5), k
+            if mask is not None and k in mask:
+                assert torch.all(w[~mask[k]] == 0)  # pruned stays exactly zero
+        assert [(e.iteration, e.split) for e in metrics] == \
+            [(e.iteration, e.split) for e in solo_metrics]
+        for e, s in zip(metrics, solo_metrics):
+            assert e.loss == pytest.approx(s.loss, rel=1e-4, abs=1e-6)
+            assert e.accuracy == pytest.approx(s.accuracy, abs=1 / 359)  # one image at most
+    # the replicates really differ from each other (different seeds, a mask)
+    assert not torch.allclose(models[0].fc1.weight if name != "conv2" else models[0].conv1.weight,
+                              models[1].fc1.weight if name != "conv2" else models[1].conv1.weight)
+
+
+def test_replicates_snapshot_and_resume(digits, tmp_path, monkeypatch):
+    hp = TrainingHparams(lr=1e-2, batch_size=32)
+
+    def fresh():
+        return [build_model("lenet_300_100", digits.input_shape, digits.num_classes, seed=s)
+                for s in (0, 1)]
+
+    snaps: dict[int, dict] = {}
+    straight = fresh()
+    ref = train_replicates(straight, digits, hp, seeds=[0, 1], end=40, eval_every=10,
+                           snapshot_at=15, on_snapshot=lambda i, s: snaps.__setitem__(i, s))
+    assert sorted(snaps) == [0, 1] and not torch.equal(snaps[0]["fc1.weight"],
+                                                       straight[0].fc1.weight)
+
+    # interrupted at step 25 (a Ctrl-C), then resumed from the checkpoint
+    resumed = fresh()
+    ckpt = Checkpoint(tmp_path / "ckpt.pt", every=0)
+    calls = iter(range(1000))
+    monkeypatch.setattr(interrupt, "requested", lambda: next(calls) == 24)
+    with pytest.raises(interrupt.Interrupted):
+        train_replicates(resumed, digits, hp, seeds=[0, 1], end=40, eval_every=10,
+                         checkpoint=ckpt)
+    monkeypatch.setattr(interrupt, "requested", lambda: False)
+    again = train_replicates(resumed, digits, hp, seeds=[0, 1], end=40, eval_every=10,
+                             checkpoint=ckpt)
+    assert again == ref
+    for a, b in zip(resumed, straight):
+        for wa, wb in zip(a.state_dict().values(), b.state_dict().values()):
+            assert torch.equal(wa, wb)
+
+
+def test_models_with_dropout_are_not_vectorised():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 2))
+    assert not vectorizable(model)
+    with pytest.raises(TicketlabError, match="--no-vectorize"):
+        train_replicates([model, model], None, TrainingHparams(), seeds=[0, 1], end=1,  # type: ignore[arg-type]
+                         eval_every=1)
