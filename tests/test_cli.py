@@ -78,7 +78,7 @@ def test_settings_are_printed_before_the_run(tmp_path):
 
 def test_killed_run_resumes_to_the_same_summary(tmp_path):
     args = ["find", "--train", "300it", "--eval-every", "20it", "--levels", "2",
-            "--controls", "reinit", "--checkpoint-every", "0", "--quiet"]
+            "--controls", "reinit", "--checkpoint-every", "0", "--vectorize", "--quiet"]
     reference = run_cli(*args, "--out", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr
     expected = (run_dir(tmp_path / "ref") / "summary.json").read_text()

@@ -143,9 +143,9 @@ def add_find(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
                    help="seconds between mid-level checkpoints (default 60)")
-    g.add_argument("--no-vectorize", dest="vectorize", action="store_false", default=None,
-                   help="train a level's seeds and controls one after another instead of "
-                   "together (same results up to floating-point rounding; slower)")
+    g.add_argument("--vectorize", action=argparse.BooleanOptionalAction, default=None,
+                   help="train a level's seeds and controls together in one vectorised pass "
+                   "(same results up to floating-point rounding; default: on a GPU only)")
     g.add_argument("--quiet", action="store_true", default=None,
                    help="no progress display and no settings echo; the table is printed")
     p.set_defaults(func=cmd_find)

@@ -234,7 +234,9 @@ class Runtime:
     device: str = "auto"
     quiet: bool = False
     checkpoint_every: float = 60.0  # seconds between mid-level checkpoints (0: every eval)
-    vectorize: bool = True  # train a level's seeds and controls together (same science)
+    # Train a level's seeds and controls together (same science up to rounding). None: on a
+    # GPU only; on a CPU one model already keeps the cores busy (benchmarks/replicates.py).
+    vectorize: bool | None = None
     command: str | None = None  # the command line, recorded in the run's config.json
 
 

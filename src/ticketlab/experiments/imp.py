@@ -16,10 +16,10 @@ the i-th density (`rates_for_density`), then rewinds and trains like any ticket.
 
 Each seed is an independent trial: it fixes the initialisation, the data order and the
 controls' randomness. The same configuration and seed give bit-identical results (on one
-device), also after an interruption and a resume. The units of one level (all seeds, the
-ticket and its controls) train together in one vectorised pass (`train_replicates`) unless
-`Runtime.vectorize` is off; each follows the trajectory it follows alone, up to
-floating-point rounding.
+device), also after an interruption and a resume. With `Runtime.vectorize` (the default on
+a GPU), the units of one level (all seeds, the ticket and its controls) train together in
+one vectorised pass (`train_replicates`); each follows the trajectory it follows alone, up
+to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -146,7 +146,10 @@ def run_units(ctx: Context, units: list[Unit]) -> None:
     if not todo:
         return
     prepared = [_start(ctx, u) for u in todo]
-    if ctx.runtime.vectorize and len(todo) > 1 and vectorizable(prepared[0][0]):
+    vectorize = ctx.runtime.vectorize
+    if vectorize is None:
+        vectorize = ctx.device.type == "cuda"
+    if vectorize and len(todo) > 1 and vectorizable(prepared[0][0]):
         _train_together(ctx, todo, prepared)
         return
     for unit, (model, mask, start) in zip(todo, prepared):
