@@ -138,6 +138,50 @@ def test_global_scope_run(runtime):
     assert kept == total - round(0.5 * total)
 
 
+def test_one_shot_prunes_the_dense_ticket_once_to_each_density(runtime):
+    densities = (0.5, 0.2, 0.05)
+    config = tiny_config(one_shot=densities, controls=("reinit",), seeds=(0, 1))
+    assert config.run_name().startswith("oneshot_lenet_300_100_digits_")
+    iterative = tiny_config(controls=("reinit",), seeds=(0, 1))
+    assert config.run_hash() != iterative.run_hash()
+    summary = run_imp(config, runtime)
+    store = RunStore(runtime.out / config.run_name())
+    tickets = {(r["seed"], r["level"]): r for r in summary["records"] if r["variant"] == "ticket"}
+    assert sorted({lv for _, lv in tickets}) == [0, 1, 2, 3]
+    for seed in (0, 1):
+        final0 = store.load_weights(Unit(seed, 0, "ticket"), "final")
+        dense = store.load_mask(Unit(seed, 0, "ticket"))
+        previous = None
+        for level, d in enumerate(densities, start=1):
+            assert tickets[seed, level]["density"] == pytest.approx(d, abs=1e-4)
+            mask = store.load_mask(Unit(seed, level, "ticket"))
+            # pruned straight from the dense network's trained weights: the largest survive
+            for k in mask:
+                kept, cut = final0[k].abs()[mask[k]], final0[k].abs()[dense[k] & ~mask[k]]
+                assert kept.min() >= cut.max()
+            if previous is not None:  # so lower densities keep a subset
+                assert all(bool((mask[k] <= previous[k]).all()) for k in mask)
+            previous = mask
+            reinit = store.result(Unit(seed, level, "reinit"))
+            assert reinit["density"] == tickets[seed, level]["density"]
+    # level 0 is the same dense training as the iterative run's
+    dense_run = run_imp(tiny_config(levels=0, seeds=(0, 1)), runtime)
+    assert dense_run["records"] == [tickets[0, 0], tickets[1, 0]]
+
+
+def test_training_together_matches_one_by_one(tmp_path):
+    config = tiny_config(levels=1, seeds=(0, 1))
+    alone = run_imp(config, Runtime(out=tmp_path / "a", device="cpu", vectorize=False))
+    together = run_imp(config, Runtime(out=tmp_path / "b", device="cpu", vectorize=True))
+    assert len(alone["records"]) == len(together["records"]) == 8
+    for a, b in zip(alone["records"], together["records"]):
+        assert (a["seed"], a["level"], a["variant"], a["density"]) == \
+            (b["seed"], b["level"], b["variant"], b["density"])
+        assert a["early_stop_val_loss"] == pytest.approx(b["early_stop_val_loss"], rel=1e-3)
+        assert a["final_test_accuracy"] == pytest.approx(b["final_test_accuracy"], abs=0.01)
+    assert not list((tmp_path / "b").glob("*/checkpoints/*.pt"))  # cleared when done
+
+
 def test_short_imp_on_real_mnist(shared_data, tmp_path):
     config = tiny_config(dataset="mnist", train="150it", eval_every="50it", levels=1,
                          controls=("random",))

@@ -1,0 +1,67 @@
+import pytest
+
+from tests.test_cli import cli
+from ticketlab.cli import build_parser, resolve
+from ticketlab.errors import TicketlabError
+from ticketlab.presets import PRESETS, preset_config
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_is_a_valid_configuration(name):
+    preset_config(name).validate()
+
+
+def test_lenet_mnist_is_the_papers_setting():
+    c = preset_config("lenet_mnist")
+    t, p = c.training, c.pruning
+    assert (c.model.model, c.model.init, c.data.dataset) == ("lenet_300_100", "glorot_normal",
+                                                              "mnist")
+    assert (t.optimizer, t.lr, t.batch_size, t.train, t.eval_every) == \
+        ("adam", 1.2e-3, 60, "50000it", "100it")
+    assert (p.scope, p.rates["fc"], p.rates["output"], c.rewind) == ("layerwise", 0.2, 0.1, "0it")
+    assert c.controls == ("reinit", "random") and c.seeds == (0, 1, 2, 3, 4)
+    assert c.data.validation_size == 5000
+    density = (265_200 * 0.8**c.levels + 1_000 * 0.9**c.levels) / 266_200
+    assert density == pytest.approx(0.012, abs=0.001)  # "down to about 1.2%"
+
+
+@pytest.mark.parametrize("name, lr, iterations, conv_rate", [
+    ("conv2_fashion", 2e-4, "20000it", 0.1), ("conv4_fashion", 3e-4, "25000it", 0.1),
+    ("conv6_fashion", 3e-4, "30000it", 0.15)])
+def test_conv_presets_follow_table_1(name, lr, iterations, conv_rate):
+    c = preset_config(name)
+    assert (c.model.model, c.data.dataset) == (name.split("_")[0], "fashion-mnist")
+    assert (c.training.lr, c.training.train, c.training.batch_size) == (lr, iterations, 60)
+    assert c.pruning.rates == {"conv": conv_rate, "fc": 0.2, "output": 0.1}
+
+
+def test_mlp_mnist_is_the_seed_notebooks_setting():
+    c = preset_config("mlp_mnist")
+    assert (c.model.model, c.training.train, c.training.batch_size) == ("mlp_128_64", "4ep", 32)
+    assert c.pruning.rates["fc"] == c.pruning.rates["output"] == 0.4
+    assert 0.6**c.levels == pytest.approx(0.0467, abs=1e-4)  # its last density, 4.67%
+
+
+def test_flags_and_config_files_override_a_preset(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('train = "100it"\n')
+    args = build_parser().parse_args(["find", "--preset", "lenet_mnist", "--config", str(cfg),
+                                      "--seeds", "0", "--lr", "0.001"])
+    config, _ = resolve(args)
+    assert (config.training.lr, config.training.train, config.seeds) == (0.001, "100it", (0,))
+    assert config.training.batch_size == 60  # the rest is the preset's
+
+
+def test_presets_command_lists_every_preset(capsys):
+    code, out, _ = cli(capsys, "presets")
+    assert code == 0
+    for name in PRESETS:
+        assert name in out
+    assert "--lr 0.0012" in out
+
+
+def test_unknown_preset(capsys):
+    code, _, err = cli(capsys, "find", "--preset", "resnet_imagenet")
+    assert code == 2 and "unknown preset 'resnet_imagenet'" in err
+    with pytest.raises(TicketlabError):
+        preset_config("nope")
