@@ -11,6 +11,7 @@ from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import Unit
 from ticketlab.io import atomic_write_text
 from ticketlab.report import plots
+from ticketlab.report.claims import headline, headline_markdown
 from ticketlab.report.html import render_html
 from ticketlab.report.runs import Run, load_runs
 
@@ -61,7 +62,8 @@ def _check_levels(runs: list[Run], levels: list[int]) -> None:
 
 
 def write_report(run_dirs: list[Path], out: Path, levels: list[int] | None = None) -> list[Path]:
-    """Writes the figures (PNG and SVG), levels.csv, densities.csv and report.html into `out`.
+    """Writes the figures (PNG and SVG), levels.csv, densities.csv, headline.md (the paper's
+    headline questions, see `claims`) and report.html into `out`.
 
     `levels` picks the levels of the training-curves figure (default: the ticket levels nearest
     the paper's 100, 51.3, 21.1, 7.0 and 3.6 %). Returns the paths written, report.html last.
@@ -89,6 +91,9 @@ def build_report(runs: list[Run], out: Path, levels: list[int] | None = None) ->
     for stem, fig, caption in figures:
         embedded.append((caption, plots.save_figure(fig, out / stem)))
         paths += [out / f"{stem}.png", out / f"{stem}.svg"]
+    paths.append(out / "headline.md")
+    atomic_write_text(paths[-1], "\n".join(headline_markdown(headline(run.records), run.name)
+                                           for run in runs))
     html = out / "report.html"
     atomic_write_text(html, render_html(runs, densities, embedded))
     return [*paths, html]

@@ -7,6 +7,7 @@ import json
 from html import escape
 from typing import Any
 
+from ticketlab.report.claims import headline, headline_rows
 from ticketlab.report.runs import Run
 from ticketlab.report.table import variant_order
 
@@ -78,6 +79,11 @@ def render_html(runs: list[Run], densities: dict[str, list[dict[str, Any]]],
     parts.append(f'</ul><p class="note">{NOTE}</p><h2>Levels</h2>')
     for run in runs:
         parts.append(f"<h3>{escape(run.name)}</h3>{levels_html(run)}")
+    parts.append("<h2>Headline numbers (means over seeds)</h2>")
+    for run in runs:
+        rows = "".join(f"<tr><td>{escape(q)}</td><td>{escape(a)}</td></tr>"
+                       for q, a in headline_rows(headline(run.records)))
+        parts.append(f"<h3>{escape(run.name)}</h3><table>{rows}</table>")
     parts.append("<h2>Per-layer density of the ticket masks (%)</h2>")
     for run in runs:
         parts.append(f"<h3>{escape(run.name)}</h3>{densities_html(densities[run.name])}")
