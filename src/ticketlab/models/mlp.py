@@ -6,6 +6,8 @@ import math
 
 from torch import Tensor, nn
 
+from ticketlab.models.stacked import stacked_linear
+
 
 class MLP(nn.Module):
     """Flatten, then fc1..fcN with ReLU between them; fcN is the output layer."""
@@ -25,6 +27,15 @@ class MLP(nn.Module):
         for name in self.fcs[:-1]:
             x = getattr(self, name)(x).relu()
         return getattr(self, self.fcs[-1])(x)
+
+    def forward_stacked(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        """`forward` for replicates: params stacked (R, ...), x (R, B, ...) -> (R, B, C)."""
+        x = x.flatten(2)
+        for name in self.fcs:
+            x = stacked_linear(x, params[f"{name}.weight"], params[f"{name}.bias"])
+            if name != self.fcs[-1]:
+                x = x.relu()
+        return x
 
 
 def lenet_300_100(input_shape: tuple[int, ...], num_classes: int) -> MLP:

@@ -76,6 +76,10 @@ def run_labels(sciences: list[dict[str, Any]], names: list[str]) -> list[str]:
     flats = [flatten(s) for s in sciences]
     keys = list(dict.fromkeys(k for f in flats for k in f))
     differing = [k for k in keys if len({repr(f.get(k, ...)) for f in flats}) > 1]
-    labels = [", ".join(f"{_short(k, keys)}={_value(f.get(k, ...))}" for k in differing)
-              for f in flats]
+    def part(key: str, flat: dict[str, Any]) -> str:
+        if key == "one_shot":  # present only in one-shot runs
+            return "iterative" if flat.get(key) is None else "one-shot"
+        return f"{_short(key, keys)}={_value(flat.get(key, ...))}"
+
+    labels = [", ".join(part(k, f) for k in differing) for f in flats]
     return labels if differing and len(set(labels)) == len(labels) else list(names)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import io
 import time
-import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,39 +128,6 @@ class Solo:
         self.model.load_state_dict(state["model"])
 
 
-class _Linear(torch.autograd.Function):
-    """F.linear whose weight gradient comes out in the weight's own layout.
-
-    Under vmap, the built-in backward computes the stacked weight gradient transposed and
-    then copies it into place, which costs more than the matrix product itself on a CPU.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-        x, weight, bias = inputs
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
-        x, weight = ctx.saved_tensors
-        g2, x2 = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
-        grad_w = g2.t() @ x2
-        grad_b = g2.sum(0) if ctx.has_bias else None
-        return grad_x, grad_w, grad_b
-
-
-def _stacked_linear(module: nn.Linear, x: Tensor) -> Tensor:
-    return _Linear.apply(x, module.weight, module.bias)
-
-
 class Stack:
     """Replicates (seeds, variants) trained together: one vectorised pass over stacked weights.
 
@@ -175,9 +141,6 @@ class Stack:
         check_vectorizable(models[0])
         self.models, self.seeds = models, seeds
         self.base = copy.deepcopy(models[0]).to("meta")
-        for module in self.base.modules():
-            if type(module) is nn.Linear:
-                module.forward = types.MethodType(_stacked_linear, module)
         self.stacked, self.buffers = stack_module_state(models)
         self.params = list(self.stacked.values())
         fmodel = lambda p, b, x: functional_call(self.base, (p, b), (x,))
@@ -190,8 +153,14 @@ class Stack:
             (m[k] if m is not None and k in m else torch.ones(self.stacked[k].shape[1:]))
             .to(self.stacked[k]) for m in masks]) for k in self.pruned]
 
+    def _forward(self, x: Tensor, shared: bool = False) -> Tensor:
+        own = getattr(self.base, "forward_stacked", None)
+        if callable(own) and not self.buffers:
+            return own(self.stacked, x.expand(len(self.seeds), *x.shape) if shared else x)
+        return (self.forward_shared if shared else self.forward)(self.stacked, self.buffers, x)
+
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        logits = self.forward(self.stacked, self.buffers, x)
+        logits = self._forward(x)
         n, b = y.shape
         return F.cross_entropy(logits.reshape(n * b, -1), y.reshape(-1), reduction="sum") / b
 
@@ -203,7 +172,7 @@ class Stack:
         correct = torch.zeros(n, device=x.device, dtype=torch.int64)
         chunk = max(1, 2000 // n)
         for i in range(0, len(x), chunk):
-            logits = self.forward_shared(self.stacked, self.buffers, x[i:i + chunk])
+            logits = self._forward(x[i:i + chunk], shared=True)
             target = y[i:i + chunk]
             k = len(target)
             loss += F.cross_entropy(logits.reshape(n * k, -1), target.repeat(n),
