@@ -1,10 +1,29 @@
-"""Masks, pruning (magnitude, layer-wise or global; random for the control) and enforcement."""
+"""Masks, pruning (magnitude, layer-wise or global; random for the control) and enforcement.
 
+Also Zhou et al.'s ablations: mask criteria, Mask-1/Mask-0 actions and mask comparison.
+"""
+
+from ticketlab.pruning.actions import (
+    MASK0_ACTIONS,
+    MASK1_ACTIONS,
+    apply_mask1,
+    frozen_values,
+)
+from ticketlab.pruning.compare import jaccard
+from ticketlab.pruning.criteria import (
+    CRITERIA,
+    criterion_scores,
+    prune_by_criterion,
+    threshold_mask,
+)
 from ticketlab.pruning.density import rates_for_density
 from ticketlab.pruning.enforce import MaskEnforcer, enforce_mask
+from ticketlab.pruning.freeze import FrozenEnforcer, enforce_frozen
 from ticketlab.pruning.magnitude import magnitude_scores, prune, prune_magnitude
 from ticketlab.pruning.mask import Mask
 from ticketlab.pruning.random import random_like
 
-__all__ = ["Mask", "MaskEnforcer", "enforce_mask", "magnitude_scores", "prune",
-           "prune_magnitude", "random_like", "rates_for_density"]
+__all__ = ["CRITERIA", "MASK0_ACTIONS", "MASK1_ACTIONS", "FrozenEnforcer", "Mask",
+           "MaskEnforcer", "apply_mask1", "criterion_scores", "enforce_frozen", "enforce_mask",
+           "frozen_values", "jaccard", "magnitude_scores", "prune", "prune_by_criterion",
+           "prune_magnitude", "random_like", "rates_for_density", "threshold_mask"]
