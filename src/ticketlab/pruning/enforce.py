@@ -80,7 +80,11 @@ def enforce_mask(model: nn.Module, mask: Mask,
             for x, y in batches:
                 ...; loss.backward(); optimizer.step()   # pruned weights stay exactly 0
     """
-    enforcer = MaskEnforcer(model, mask)
+    return install(MaskEnforcer(model, mask), optimizer)
+
+
+def install(enforcer: MaskEnforcer, optimizer: torch.optim.Optimizer | None) -> Enforcement:
+    """Applies `enforcer` now and around every step of `optimizer` (if given)."""
     enforcer.zero_weights()
     handles = []
     if optimizer is not None:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ticketlab.errors import TicketlabError
-from ticketlab.pruning.enforce import Enforcement, MaskEnforcer
+from ticketlab.pruning.enforce import Enforcement, MaskEnforcer, install
 from ticketlab.pruning.mask import Mask
 
 
@@ -57,13 +57,4 @@ def enforce_frozen(model: nn.Module, mask: Mask, frozen: Mapping[str, Tensor],
     Sets the pruned weights now and, with an optimizer, after its every step; the kept
     weights are left as they are (load a mask-1 action's state dict first).
     """
-    enforcer = FrozenEnforcer(model, mask, frozen)
-    enforcer.zero_weights()
-    handles = []
-    if optimizer is not None:
-        enforcer.zero_optimizer_state(optimizer)
-        handles = [
-            optimizer.register_step_pre_hook(lambda *_: enforcer.zero_grads()),
-            optimizer.register_step_post_hook(lambda *_: enforcer.zero_weights()),
-        ]
-    return Enforcement(enforcer, handles)
+    return install(FrozenEnforcer(model, mask, frozen), optimizer)
