@@ -215,3 +215,21 @@ def test_listings(capsys):
     _, datasets, _ = cli(capsys, "datasets")
     for name in ("digits", "mnist", "fashion-mnist"):
         assert name in datasets
+
+
+def test_masks_compare(tmp_path, capsys):
+    assert main(["find", "--train", "20it", "--eval-every", "10it", "--levels", "1",
+                 "--controls", "random", "--seeds", "0,1", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    run = run_dir(tmp_path)
+    same = run / "seed_0/level_01/ticket"
+    code, out, _ = cli(capsys, "masks", "compare", str(same), str(same / "mask.safetensors"))
+    assert code == 0 and "fc1.weight" in out and "1.0000" in out
+    code, out, _ = cli(capsys, "masks", "compare", str(same), str(run / "seed_1/level_01/ticket"))
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("all"))
+    jaccard = float(row.split("│")[4])
+    assert 0 < jaccard < 1
+    code, _, err = cli(capsys, "masks", "compare", str(same), str(tmp_path / "missing"))
+    assert code == 2 and "not found" in err and len(err.strip().splitlines()) == 1

@@ -300,6 +300,32 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mask_path(path: Path) -> Path:
+    """A mask file, or a unit directory of a run (seed_<s>/level_<LL>/<variant>) holding one."""
+    return path / "mask.safetensors" if path.is_dir() else path
+
+
+def cmd_masks_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from ticketlab.pruning import Mask, jaccard
+
+    a, b = (Mask.load(_mask_path(p)) for p in (args.a, args.b))
+    overlap = jaccard(a, b)
+    da, db = a.density_by_tensor(), b.density_by_tensor()
+    da["all"], db["all"] = a.density(), b.density()
+    table = Table(title=f"{args.a}  vs  {args.b}", caption="Jaccard = kept in both / kept in "
+                  "either; random: what two independent random masks of these densities give")
+    for column in ("tensor", "density A (%)", "density B (%)", "Jaccard", "random"):
+        table.add_column(column, justify="left" if column == "tensor" else "right")
+    for name, j in overlap.items():
+        x, y = da[name], db[name]
+        chance = x * y / (x + y - x * y) if x + y > 0 else 1.0
+        table.add_row(name, f"{100 * x:.2f}", f"{100 * y:.2f}", f"{j:.4f}", f"{chance:.4f}")
+    out.print(table)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from ticketlab.models import MODELS
     for name, (_, text) in MODELS.items():
@@ -335,6 +361,18 @@ def build_parser() -> Parser:
                    "100, 51.3, 21.1, 7.0 and 3.6%% of weights remaining)")
     p.add_argument("--quiet", action="store_true", help="do not print the levels tables")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("masks", help="work with masks: compare", description="Masks saved by "
+                       "runs (mask.safetensors in each unit directory) or by Mask.save.")
+    masks = p.add_subparsers(dest="masks_command", metavar="ACTION", parser_class=Parser,
+                             required=True)
+    p = masks.add_parser("compare", help="overlap (Jaccard) of two masks, per layer",
+                         description="Overlap of the kept weights of two masks of one model, "
+                         "per tensor and overall: across criteria, levels or seeds. A and B "
+                         "are mask files or unit directories such as "
+                         "runs/<run>/seed_0/level_07/ticket.")
+    p.add_argument("a", type=Path, metavar="A")
+    p.add_argument("b", type=Path, metavar="B")
+    p.set_defaults(func=cmd_masks_compare)
     sub.add_parser("presets", help="list the paper presets and their settings",
                    description="List the presets of `ticketlab find --preset NAME` with every "
                    "setting they fix.").set_defaults(func=cmd_presets)
