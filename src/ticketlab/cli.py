@@ -117,6 +117,10 @@ def add_find(sub: argparse._SubParsersAction) -> None:
                    "level: for every group (layerwise) or overall (global; default 0.2)")
     g.add_argument("--rates", type=_fraction_map, metavar="G=R,...", help="layer-wise rate per "
                    "group (default fc=0.2,output=0.1,conv=0.1)")
+    g.add_argument("--criterion", metavar="NAME", help="which weights to keep (Zhou et al.): "
+                   "large_final (magnitude pruning, the default), small_final, large_init, "
+                   "small_init, large_init_large_final, small_init_small_final, "
+                   "magnitude_increase, movement, random, and *_same_sign variants")
     g.add_argument("--exclude", type=_names, metavar="GROUPS",
                    help="groups never pruned, e.g. output")
     g.add_argument("--rewind", metavar="STEP", help="rewind point: 0it (the original ticket) or "
@@ -171,6 +175,8 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
     rates = p.rates_arg()
     rates = rates if isinstance(rates, float) else ",".join(f"{k}={v}" for k, v in rates.items())
     excluded = f" (never: {','.join(p.exclude)})" if p.exclude else ""
+    if p.criterion != "large_final":
+        excluded += f", criterion {p.criterion}"
     opt = f"{t.optimizer} lr {t.lr}"
     if t.optimizer == "sgd":
         opt += f" momentum {t.momentum}" + (" nesterov" if t.nesterov else "")

@@ -104,6 +104,7 @@ class PruningHparams:
     rates: dict[str, float] = field(default_factory=lambda: dict(PAPER_RATES))
     rate: float | None = None  # one rate for every group (layerwise) or the global rate
     exclude: tuple[str, ...] = ()  # groups never pruned, e.g. ("output",)
+    criterion: str = "large_final"  # which weights to keep (pruning.criteria.CRITERIA)
 
     def rates_arg(self) -> float | dict[str, float]:
         """What `prune` takes: the global rate, or one rate / {group: rate} layer-wise."""
@@ -133,8 +134,11 @@ class ExperimentConfig:
         d = self.to_dict()
         for key in self.UNHASHED:
             d.pop(key)
+        # Settings added later are left out at their defaults: older runs keep their names.
         if not self.one_shot:
-            d.pop("one_shot")  # iterative runs keep the names they had before one-shot existed
+            d.pop("one_shot")
+        if self.pruning.criterion == "large_final":
+            d["pruning"].pop("criterion")
         return d
 
     @property
@@ -169,6 +173,8 @@ class ExperimentConfig:
         _choice("optimizer", t.optimizer, OPTIMIZERS)
         _choice("schedule", t.schedule, SCHEDULES)
         _choice("scope", p.scope, SCOPES)
+        from ticketlab.pruning.criteria import CRITERIA
+        _choice("criterion", p.criterion, tuple(CRITERIA))
         for c in self.controls:
             _choice("control", c, CONTROLS)
         if self.levels < 0:

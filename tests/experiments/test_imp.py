@@ -169,6 +169,25 @@ def test_one_shot_prunes_the_dense_ticket_once_to_each_density(runtime):
     assert dense_run["records"] == [tickets[0, 0], tickets[1, 0]]
 
 
+@pytest.mark.parametrize("one_shot", [(), (0.3,)], ids=["iterative", "one-shot"])
+def test_criterion_decides_the_kept_weights(runtime, one_shot):
+    default = tiny_config(levels=1, controls=(), one_shot=one_shot)
+    small = tiny_config(levels=1, controls=(), one_shot=one_shot, criterion="small_final")
+    assert tiny_config(criterion="large_final").run_name() == tiny_config().run_name()
+    assert small.run_hash() != default.run_hash()
+    run_imp(small, runtime)
+    store = RunStore(runtime.out / small.run_name())
+    final0 = store.load_weights(Unit(0, 0, "ticket"), "final")
+    mask = store.load_mask(Unit(0, 1, "ticket"))
+    for k in mask:  # small_final keeps the smallest trained weights
+        kept, cut = final0[k].abs()[mask[k]], final0[k].abs()[~mask[k]]
+        assert kept.max() <= cut.min()
+    rewind = store.load_weights(Unit(0, 1, "ticket"), "rewind")
+    init = store.load_weights(Unit(0, 0, "ticket"), "init")
+    for k in mask:  # and the kept weights still rewind to their initial values
+        assert torch.equal(rewind[k], init[k] * mask[k])
+
+
 def test_training_together_matches_one_by_one(tmp_path):
     config = tiny_config(levels=1, seeds=(0, 1))
     alone = run_imp(config, Runtime(out=tmp_path / "a", device="cpu", vectorize=False))

@@ -4,7 +4,9 @@ Level 0 trains the dense network from its initialisation (step 0) and saves the 
 the rewind point k. Level L prunes level L-1's *trained* ticket, resets the kept weights to
 their values at step k, and trains from step k to the end of the same budget: the learning
 rate schedule and the data order continue from step k, while the optimizer state starts
-fresh (as in OpenLTH). From level 1 on, two controls can be trained beside each ticket:
+fresh (as in OpenLTH). Which weights a level keeps is decided by a criterion (default
+large_final, i.e. magnitude; see `pruning.criteria`) of the previous level's trained weights
+and the rewind-point weights. From level 1 on, two controls can be trained beside each ticket:
 
 - reinit: the ticket's mask with a fresh initialisation (from another seed), trained from
   step k like the ticket, so only the initial values differ;
@@ -36,7 +38,13 @@ from ticketlab.data import Dataset, load_dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
-from ticketlab.pruning import Mask, prune_magnitude, random_like, rates_for_density
+from ticketlab.pruning import (
+    Mask,
+    prune_by_criterion,
+    prune_magnitude,
+    random_like,
+    rates_for_density,
+)
 from ticketlab.training import EarlyStop, train, train_replicates, vectorizable
 from ticketlab.training.loop import Checkpoint, Progress
 
@@ -118,8 +126,13 @@ def _prepare(ctx: Context, unit: Unit) -> tuple[torch.nn.Module, Mask, int]:
         if c.one_shot:
             rates = rates_for_density(mask, rates, c.one_shot[level - 1], scope=p.scope,
                                       exclude=p.exclude)
-        mask = prune_magnitude(store.load_weights(previous, "final"), mask, rates,
-                               scope=p.scope, exclude=p.exclude)
+        final = store.load_weights(previous, "final")
+        if p.criterion == "large_final":
+            mask = prune_magnitude(final, mask, rates, scope=p.scope, exclude=p.exclude)
+        else:  # initial weights = the rewind point, what the kept weights are reset to
+            mask = prune_by_criterion(
+                p.criterion, store.load_weights(Unit(seed, 0, "ticket"), "rewind"), final, mask,
+                rates, scope=p.scope, exclude=p.exclude, seed=derive_seed(seed, "criterion", level))
     else:
         mask = store.load_mask(Unit(seed, level, "ticket"))
     if unit.variant == "random":
