@@ -65,7 +65,8 @@ def derive_seed(seed: int, *purpose: object) -> int:
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step")
 SCOPES = ("layerwise", "global")
-CONTROLS = ("reinit", "random")
+CONTROLS = ("reinit", "random", "reshuffle", "signed_constant", "random_signed_constant",
+            "freeze_init", "freeze_init_zero_mask")
 PAPER_RATES = {"fc": 0.2, "output": 0.1, "conv": 0.1}
 
 

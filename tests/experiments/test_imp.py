@@ -188,6 +188,43 @@ def test_criterion_decides_the_kept_weights(runtime, one_shot):
         assert torch.equal(rewind[k], init[k] * mask[k])
 
 
+@pytest.mark.parametrize("vectorize", [False, True], ids=["one-by-one", "together"])
+def test_mask_actions_as_variants(tmp_path, vectorize):
+    actions = ("reshuffle", "signed_constant", "random_signed_constant", "freeze_init",
+               "freeze_init_zero_mask")
+    config = tiny_config(levels=1, controls=actions)
+    summary = run_imp(config, Runtime(out=tmp_path, device="cpu", vectorize=vectorize))
+    assert [r["variant"] for r in summary["records"] if r["level"] == 1] == ["ticket", *actions]
+    store = RunStore(tmp_path / config.run_name())
+    mask = store.load_mask(Unit(0, 1, "ticket"))
+    init = store.load_weights(Unit(0, 0, "ticket"), "rewind")  # rewind point = step 0 here
+    final0 = store.load_weights(Unit(0, 0, "ticket"), "final")
+
+    def start(variant):
+        return store.load_weights(Unit(0, 1, variant), "rewind")
+
+    def final(variant):
+        return store.load_weights(Unit(0, 1, variant), "final")
+
+    for k, m in mask.items():
+        assert store.load_mask(Unit(0, 1, "reshuffle"))[k].equal(m)
+        kept = init[k][m]
+        assert torch.equal(start("reshuffle")[k][m].sort().values, kept.sort().values)
+        assert not torch.equal(start("reshuffle")[k][m], kept)
+        constant = start("signed_constant")[k][m]
+        assert torch.equal(constant.sign(), kept.sign())
+        assert torch.allclose(constant.abs(), init[k].std(unbiased=False).expand_as(constant))
+        assert torch.equal(start("random_signed_constant")[k][m].abs(), constant.abs())
+        for variant in ("reshuffle", "signed_constant", "random_signed_constant"):
+            assert torch.all(final(variant)[k][~m] == 0)
+        # mask-0: pruned weights held at their initial values (all, or those that grew)
+        assert torch.equal(final("freeze_init")[k][~m], init[k][~m])
+        grew = (final0[k].abs() >= init[k].abs()) & ~m
+        assert torch.equal(final("freeze_init_zero_mask")[k][grew], init[k][grew])
+        assert torch.all(final("freeze_init_zero_mask")[k][~m & ~grew] == 0)
+        assert not torch.equal(final("freeze_init")[k][m], start("freeze_init")[k][m])  # trained
+
+
 def test_training_together_matches_one_by_one(tmp_path):
     config = tiny_config(levels=1, seeds=(0, 1))
     alone = run_imp(config, Runtime(out=tmp_path / "a", device="cpu", vectorize=False))

@@ -12,6 +12,11 @@ and the rewind-point weights. From level 1 on, two controls can be trained besid
   step k like the ticket, so only the initial values differ;
 - random: a random mask with the ticket's per-tensor counts, from the rewind-point weights.
 
+Zhou et al.'s mask actions are variants too, each changing one thing about the ticket:
+reshuffle, signed_constant and random_signed_constant change what the kept weights start
+from (mask-1); freeze_init and freeze_init_zero_mask hold the pruned weights at their
+rewind-point values instead of zero, the latter only those that grew in training (mask-0).
+
 One-shot pruning (`config.one_shot`, the paper's Figure 1) replaces the chain of levels by
 one cut per density: level i prunes the *dense* network's trained weights once, straight to
 the i-th density (`rates_for_density`), then rewinds and trains like any ticket.
@@ -40,6 +45,8 @@ from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
 from ticketlab.pruning import (
     Mask,
+    apply_mask1,
+    frozen_values,
     prune_by_criterion,
     prune_magnitude,
     random_like,
@@ -47,6 +54,10 @@ from ticketlab.pruning import (
 )
 from ticketlab.training import EarlyStop, train, train_replicates, vectorizable
 from ticketlab.training.loop import Checkpoint, Progress
+
+Prepared = tuple[torch.nn.Module, Mask, int, dict[str, torch.Tensor] | None]
+MASK1_VARIANTS = ("reshuffle", "signed_constant", "random_signed_constant")
+MASK0_VARIANTS = ("freeze_init", "freeze_init_zero_mask")
 
 
 class Reporter(Protocol):
@@ -112,15 +123,20 @@ def _new_model(ctx: Context, seed: int) -> torch.nn.Module:
                        c.model.init, seed).to(ctx.device)
 
 
-def _prepare(ctx: Context, unit: Unit) -> tuple[torch.nn.Module, Mask, int]:
-    """The unit's model at its starting weights, its mask, and its starting step."""
+def _parent(ctx: Context, unit: Unit) -> Unit:
+    """The trained ticket a level's mask is cut from: the previous level, or the dense one."""
+    return Unit(unit.seed, 0 if ctx.config.one_shot else unit.level - 1, "ticket")
+
+
+def _prepare(ctx: Context, unit: Unit) -> Prepared:
+    """The unit's model at its starting weights, its mask, starting step and frozen values."""
     store, seed, level = ctx.store, unit.seed, unit.level
     if level == 0:
         model = _new_model(ctx, derive_seed(seed, "init"))
-        return model, Mask.dense(model), 0
+        return model, Mask.dense(model), 0, None
     if unit.variant == "ticket":
         c, p = ctx.config, ctx.config.pruning
-        previous = Unit(seed, 0 if c.one_shot else level - 1, "ticket")
+        previous = _parent(ctx, unit)
         mask = store.load_mask(previous)
         rates = p.rates_arg()
         if c.one_shot:
@@ -139,11 +155,25 @@ def _prepare(ctx: Context, unit: Unit) -> tuple[torch.nn.Module, Mask, int]:
         mask = random_like(mask, derive_seed(seed, "random", level))
     if unit.variant == "reinit":
         model = _new_model(ctx, derive_seed(seed, "reinit", level))
-    else:
-        model = _new_model(ctx, derive_seed(seed, "init"))
-        model.load_state_dict(store.load_weights(Unit(seed, 0, "ticket"), "rewind"))
+        mask.apply_(model)
+        return model, mask, ctx.rewind, None
+    model = _new_model(ctx, derive_seed(seed, "init"))
+    rewind = store.load_weights(Unit(seed, 0, "ticket"), "rewind")
+    state = rewind
+    if unit.variant in MASK1_VARIANTS:  # what the kept weights start from
+        state = apply_mask1(unit.variant, rewind, mask, derive_seed(seed, unit.variant, level))
+    model.load_state_dict(state)
     mask.apply_(model)
-    return model, mask, ctx.rewind
+    frozen = None
+    if unit.variant in MASK0_VARIANTS:  # what the pruned weights become
+        final = store.load_weights(_parent(ctx, unit), "final")
+        frozen = {k: v.to(ctx.device) for k, v in
+                  frozen_values(unit.variant, rewind, final, mask).items()}
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for k, v in frozen.items():
+                params[k].add_(v)
+    return model, mask, ctx.rewind, frozen
 
 
 def run_units(ctx: Context, units: list[Unit]) -> None:
@@ -165,33 +195,33 @@ def run_units(ctx: Context, units: list[Unit]) -> None:
     if vectorize and len(todo) > 1 and vectorizable(prepared[0][0]):
         _train_together(ctx, todo, prepared)
         return
-    for unit, (model, mask, start) in zip(todo, prepared):
+    for unit, (model, mask, start, frozen) in zip(todo, prepared):
         progress = ctx.reporter.start_units([unit], start, ctx.end) if ctx.reporter else None
         on_snapshot: Callable | None = None
         if unit.level == 0:
             on_snapshot = lambda state, unit=unit: store.save_weights(unit, "rewind", state)
         metrics = train(
             model, ctx.data, ctx.config.training, seed=unit.seed, start=start, end=ctx.end,
-            eval_every=ctx.eval_every, mask=mask.to(ctx.device),
+            eval_every=ctx.eval_every, mask=mask.to(ctx.device), frozen=frozen,
             snapshot_at=ctx.rewind if unit.level == 0 else None, on_snapshot=on_snapshot,
             checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every), progress=progress,
         )
         _finish(ctx, unit, model, mask, start, metrics)
 
 
-def _start(ctx: Context, unit: Unit) -> tuple[torch.nn.Module, Mask, int]:
+def _start(ctx: Context, unit: Unit) -> Prepared:
     """Prepares a unit and records its mask and starting weights (controls read the ticket's)."""
-    model, mask, start = _prepare(ctx, unit)
+    prepared = _prepare(ctx, unit)
+    model, mask = prepared[0], prepared[1]
     ctx.store.save_mask(unit, mask)
     ctx.store.save_weights(unit, "init" if unit.level == 0 else "rewind", model.state_dict())
-    return model, mask, start
+    return prepared
 
 
-def _train_together(ctx: Context, units: list[Unit],
-                    prepared: list[tuple[torch.nn.Module, Mask, int]]) -> None:
+def _train_together(ctx: Context, units: list[Unit], prepared: list[Prepared]) -> None:
     store, start = ctx.store, prepared[0][2]
-    models = [m for m, _, _ in prepared]
-    masks = [mask.to(ctx.device) for _, mask, _ in prepared]
+    models = [p[0] for p in prepared]
+    masks = [p[1].to(ctx.device) for p in prepared]
     names = ",".join(u.relpath() for u in units)
     group = hashlib.sha256(names.encode()).hexdigest()[:8]
     checkpoint = Checkpoint(store.root / "checkpoints" / f"level_{units[0].level:02d}_{group}.pt",
@@ -199,12 +229,12 @@ def _train_together(ctx: Context, units: list[Unit],
     progress = ctx.reporter.start_units(units, start, ctx.end) if ctx.reporter else None
     metrics = train_replicates(
         models, ctx.data, ctx.config.training, seeds=[u.seed for u in units], start=start,
-        end=ctx.end, eval_every=ctx.eval_every, masks=masks,
+        end=ctx.end, eval_every=ctx.eval_every, masks=masks, frozen=[p[3] for p in prepared],
         snapshot_at=ctx.rewind if units[0].level == 0 else None,
         on_snapshot=lambda i, state: store.save_weights(units[i], "rewind", state),
         checkpoint=checkpoint, progress=progress,
     )
-    for unit, (model, mask, _), m in zip(units, prepared, metrics):
+    for unit, (model, mask, _, _), m in zip(units, prepared, metrics):
         _finish(ctx, unit, model, mask, start, m)
     checkpoint.clear()
 

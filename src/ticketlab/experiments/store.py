@@ -33,7 +33,8 @@ from ticketlab.io import atomic_write_text, load_state, read_json, save_state, w
 from ticketlab.pruning.mask import Mask
 from ticketlab.training.loop import Checkpoint, Eval
 
-VARIANTS = ("ticket", "reinit", "random")
+VARIANTS = ("ticket", "reinit", "random", "reshuffle", "signed_constant",
+            "random_signed_constant", "freeze_init", "freeze_init_zero_mask")
 RECORD_KEYS = ("seed", "level", "variant", "density", "model_density", "early_stop_iteration",
                "early_stop_val_loss", "early_stop_test_accuracy", "final_test_accuracy",
                "start_iteration", "end_iteration")

@@ -27,6 +27,7 @@ from ticketlab.data.dataset import Dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.io import atomic_write_bytes
 from ticketlab.pruning.enforce import MaskEnforcer
+from ticketlab.pruning.freeze import FrozenEnforcer
 from ticketlab.pruning.mask import Mask
 from ticketlab.training import interrupt
 from ticketlab.training.evaluate import evaluate
@@ -99,9 +100,11 @@ Progress = Callable[[int, float | None], None]  # (step, latest validation accur
 class Solo:
     """One model trained as itself: the reference trajectory."""
 
-    def __init__(self, model: nn.Module, mask: Mask | None, seed: int):
+    def __init__(self, model: nn.Module, mask: Mask | None, seed: int,
+                 frozen: dict[str, Tensor] | None = None):
         self.model, self.seeds = model, [seed]
-        self.enforcer = MaskEnforcer(model, mask) if mask is not None else None
+        self.enforcer = None if mask is None else (
+            FrozenEnforcer(model, mask, frozen) if frozen else MaskEnforcer(model, mask))
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -137,7 +140,8 @@ class Stack:
     floating-point rounding in the batched matrix products).
     """
 
-    def __init__(self, models: list[nn.Module], masks: list[Mask | None], seeds: list[int]):
+    def __init__(self, models: list[nn.Module], masks: list[Mask | None], seeds: list[int],
+                 frozen: list[dict[str, Tensor] | None] | None = None):
         check_vectorizable(models[0])
         self.models, self.seeds = models, seeds
         self.base = copy.deepcopy(models[0]).to("meta")
@@ -152,6 +156,12 @@ class Stack:
         self.masks = [torch.stack([
             (m[k] if m is not None and k in m else torch.ones(self.stacked[k].shape[1:]))
             .to(self.stacked[k]) for m in masks]) for k in self.pruned]
+        # Mask-0 actions other than zero hold pruned weights at values: w = w * m + frozen.
+        frozen = frozen or [None] * len(models)
+        self.frozen = [torch.stack([
+            (f[k].to(w) if f is not None and k in f else torch.zeros_like(w[0])) for f in frozen])
+            * (1 - m) for k, w, m in zip(self.pruned, self.weights, self.masks)
+        ] if any(frozen) else []
 
     def _forward(self, x: Tensor, shared: bool = False) -> Tensor:
         own = getattr(self.base, "forward_stacked", None)
@@ -188,6 +198,8 @@ class Stack:
     def zero_weights(self) -> None:
         if self.weights:
             torch._foreach_mul_(self.weights, self.masks)
+            if self.frozen:
+                torch._foreach_add_(self.weights, self.frozen)
 
     def zero_grads(self) -> None:
         if self.weights:
@@ -238,6 +250,7 @@ def train(
     start: int = 0,
     eval_every: int,
     mask: Mask | None = None,
+    frozen: dict[str, Tensor] | None = None,
     snapshot_at: int | None = None,
     on_snapshot: Callable[[dict[str, Tensor]], None] | None = None,
     checkpoint: Checkpoint | None = None,
@@ -248,10 +261,11 @@ def train(
     `model` holds the weights of step `start` (with the mask applied); the optimizer starts
     fresh. Evaluations on the validation and test sets happen at `start`, at every multiple
     of `eval_every` and at `end`. `on_snapshot` receives the state dict at step `snapshot_at`
-    (the rewind point, during level 0).
+    (the rewind point, during level 0). `frozen` (a mask-0 action's values, see
+    `pruning.actions`) holds the pruned weights at those values instead of zero.
     """
     snap = (lambda i, state: on_snapshot(state)) if on_snapshot else None
-    return _loop(Solo(model, mask, seed), data, hp, start=start, end=end,
+    return _loop(Solo(model, mask, seed, frozen), data, hp, start=start, end=end,
                  eval_every=eval_every, snapshot_at=snapshot_at, on_snapshot=snap,
                  checkpoint=checkpoint, progress=progress)[0]
 
@@ -266,6 +280,7 @@ def train_replicates(
     start: int = 0,
     eval_every: int,
     masks: list[Mask | None] | None = None,
+    frozen: list[dict[str, Tensor] | None] | None = None,
     snapshot_at: int | None = None,
     on_snapshot: Callable[[int, dict[str, Tensor]], None] | None = None,
     checkpoint: Checkpoint | None = None,
@@ -278,7 +293,7 @@ def train_replicates(
     `on_snapshot(i, state)` receives replicate i's state at `snapshot_at`.
     """
     masks = masks or [None] * len(models)
-    stack = Stack(models, masks, list(seeds))
+    stack = Stack(models, masks, list(seeds), frozen)
     metrics = _loop(stack, data, hp, start=start, end=end, eval_every=eval_every,
                     snapshot_at=snapshot_at, on_snapshot=on_snapshot, checkpoint=checkpoint,
                     progress=progress)
