@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -332,6 +333,44 @@ def cmd_masks_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_supermask(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from rich.table import Table
+
+    from ticketlab.experiments.supermasks import DEFAULT_CRITERIA, scan_supermasks
+    from ticketlab.io import atomic_write_text, write_json
+    from ticketlab.report.plots import save_figure, supermask_figure
+
+    store = RunStore.open(args.run_dir)
+    with err.status("scoring masks on the test set") if not args.quiet else nullcontext():
+        records = scan_supermasks(store, args.densities, args.criteria or DEFAULT_CRITERIA,
+                                  seed=args.seed, action=args.action, data_dir=args.data_dir,
+                                  device=args.device)
+    stem = args.run_dir / "supermask" / f"seed_{records[0]['seed']}_{args.action}"
+    write_json(stem.with_suffix(".json"), records)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, list(records[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    save_figure(supermask_figure(records), stem)
+    densities = list(dict.fromkeys(r["target_density"] for r in records))
+    table = Table(title=f"untrained {store.root.name} (seed {records[0]['seed']}, "
+                  f"kept weights: {args.action}) under each mask: test accuracy (%)")
+    table.add_column("criterion")
+    for d in densities:
+        table.add_column(f"{100 * d:g}%", justify="right")
+    for name in dict.fromkeys(r["criterion"] for r in records):
+        cells = {r["target_density"]: r["test_accuracy"] for r in records
+                 if r["criterion"] == name}
+        table.add_row(name, *(f"{100 * cells[d]:.2f}" for d in densities))
+    out.print(table)
+    out.print(f"written: {stem}.json, .csv, .png, .svg", highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from ticketlab.models import MODELS
     for name, (_, text) in MODELS.items():
@@ -379,6 +418,26 @@ def build_parser() -> Parser:
     p.add_argument("a", type=Path, metavar="A")
     p.add_argument("b", type=Path, metavar="B")
     p.set_defaults(func=cmd_masks_compare)
+    p = sub.add_parser("supermask", help="score masks on the untrained network (no training)",
+                       description="Zhou et al.'s supermasks: cut each criterion's mask from a "
+                       "run's trained dense network (level 0) at each density, put it on the "
+                       "untrained network and measure test accuracy with no training, with "
+                       "and without the same-sign rule, against a random mask of the same "
+                       "density. Writes RUN_DIR/supermask/seed_<s>_<action>.{json,csv,png,svg}.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--densities", type=_fractions, default=(0.5, 0.2, 0.1, 0.05, 0.02),
+                   metavar="LIST", help="fractions kept (default 0.5,0.2,0.1,0.05,0.02)")
+    p.add_argument("--criteria", type=_names, metavar="LIST", help="criteria to score (default: "
+                   "large_final, magnitude_increase, large_init_large_final, large_init, "
+                   "movement, small_final, random); same-sign variants are added")
+    p.add_argument("--seed", type=int, help="which seed's dense network (default: the first)")
+    p.add_argument("--action", choices=("rewind", "signed_constant"), default="rewind",
+                   help="kept weights at their initial values (default) or +-std with the "
+                   "initial signs")
+    p.add_argument("--data-dir", type=Path, help="folder with the dataset files")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no spinner")
+    p.set_defaults(func=cmd_supermask)
     sub.add_parser("presets", help="list the paper presets and their settings",
                    description="List the presets of `ticketlab find --preset NAME` with every "
                    "setting they fix.").set_defaults(func=cmd_presets)

@@ -158,6 +158,14 @@ class ExperimentConfig:
     def run_name(self) -> str:
         return f"{self.kind}_{self.model.model}_{self.data.dataset}_{self.run_hash()}"
 
+    @classmethod
+    def from_science(cls, science: dict[str, Any]) -> ExperimentConfig:
+        """The configuration a run directory's config.json "science" describes."""
+        flat = {k: v for k, v in science.items() if k not in cls.SECTIONS}
+        for section in cls.SECTIONS:
+            flat.update(science.get(section, {}))
+        return apply_overrides(cls(), flat)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         return json.loads(json.dumps(d))  # tuples -> lists, a plain JSON-able tree

@@ -184,3 +184,28 @@ def save_figure(fig: Figure, path: Path) -> bytes:
             rendered[fmt] = buf.getvalue()
             atomic_write_bytes(path.with_suffix(f".{fmt}"), rendered[fmt])
     return rendered["png"]
+
+
+def supermask_figure(records: list[dict[str, Any]]) -> Figure:
+    """Test accuracy of untrained networks under each criterion's mask, against density."""
+    fig, (ax,) = _figure()
+    by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_name[r["criterion"]].append(r)
+    bases = [n for n in by_name if not n.endswith("_same_sign") and n != "random_mask"]
+    colors = {n: f"C{i % 10}" for i, n in enumerate(bases)}
+    for name, rows in by_name.items():
+        rows = sorted(rows, key=lambda r: -r["density"])
+        base = name.removesuffix("_same_sign")
+        style = ({"color": "black", "linestyle": ":"} if name == "random_mask" else
+                 {"color": colors.get(base, "grey"),
+                  "linestyle": "--" if name.endswith("_same_sign") else "-"})
+        ax.plot([100 * r["density"] for r in rows], [100 * r["test_accuracy"] for r in rows],
+                marker="o", markersize=3, label=name, **style)
+    _density_axis(ax, [100 * r["density"] for r in records])
+    ax.set_ylabel("test accuracy, no training (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncols=2)
+    ax.set_title("Supermasks: the untrained network under each mask "
+                 "(dashed: same sign; dotted: random mask)", fontsize=9)
+    return fig

@@ -1,0 +1,87 @@
+"""Supermask scans (Zhou et al. 2019): masks that make an untrained network accurate.
+
+From a finished run's dense level (initial weights = the rewind point, final weights = the
+trained dense network of one seed), each criterion is cut to each density one-shot, exactly
+as `find --one-shot --criterion` would cut it, and the untrained network under that mask is
+scored on the test set: no training at all. Every criterion comes with its same-sign variant
+where one exists, and every density with a random mask of the same per-tensor counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ticketlab.config import ExperimentConfig, derive_seed
+from ticketlab.data import load_dataset
+from ticketlab.errors import TicketlabError
+from ticketlab.experiments.imp import resolve_device
+from ticketlab.experiments.store import RunStore, Unit
+from ticketlab.models import build_model
+from ticketlab.pruning import Mask, prune_by_criterion, random_like, rates_for_density
+from ticketlab.pruning.criteria import CRITERIA
+from ticketlab.supermask import evaluate_supermask
+
+DEFAULT_CRITERIA = ("large_final", "magnitude_increase", "large_init_large_final",
+                    "large_init", "movement", "small_final", "random")
+
+
+def with_same_sign(criteria: tuple[str, ...]) -> list[str]:
+    """Each criterion followed by its _same_sign variant, where one is registered."""
+    names = []
+    for c in criteria:
+        names.append(c)
+        if not c.endswith("_same_sign") and f"{c}_same_sign" in CRITERIA:
+            names.append(f"{c}_same_sign")
+    return list(dict.fromkeys(names))
+
+
+def scan_supermasks(store: RunStore, densities: tuple[float, ...],
+                    criteria: tuple[str, ...] = DEFAULT_CRITERIA, *, seed: int | None = None,
+                    action: str = "rewind", data_dir: Any = None, device: str = "auto"
+                    ) -> list[dict[str, Any]]:
+    """One record per (criterion, density), plus `random_mask` rows, on the test set."""
+    for c in criteria:
+        if c not in CRITERIA:
+            raise TicketlabError(f"unknown criterion '{c}': choose from {', '.join(CRITERIA)}")
+    for d in densities:
+        if not 0 < d < 1:
+            raise TicketlabError(f"density must be a fraction in (0, 1), got {d}")
+    config = ExperimentConfig.from_science(store.config()["science"])
+    seeds = sorted({r["seed"] for r in store.summary()["records"] if r["level"] == 0})
+    if not seeds:
+        raise TicketlabError(f"{store.root} has no finished dense level: run ticketlab find "
+                             "with --levels 0 or more first")
+    seed = seeds[0] if seed is None else seed
+    if seed not in seeds:
+        raise TicketlabError(f"seed {seed} has no finished dense level here: choose one of "
+                             f"{','.join(map(str, seeds))}")
+    dev = resolve_device(device)
+    data = load_dataset(config.data.dataset, data_dir=data_dir, device=dev,
+                        validation_size=config.data.validation_size,
+                        split_seed=config.data.split_seed)
+    model = build_model(config.model.model, data.input_shape, data.num_classes,
+                        config.model.init, 0).to(dev)
+    dense_unit = Unit(seed, 0, "ticket")
+    init = store.load_weights(dense_unit, "rewind", str(dev))
+    final = store.load_weights(dense_unit, "final", str(dev))
+    dense = Mask.dense(model)
+    p = config.pruning
+    records = []
+
+    def score(name: str, mask: Mask) -> None:
+        loss, acc = evaluate_supermask(model, mask, data.x_test, data.y_test, init=init,
+                                       action=action, seed=derive_seed(seed, "supermask"))
+        records.append({"criterion": name, "target_density": d, "density": mask.density(),
+                        "test_loss": loss, "test_accuracy": acc, "seed": seed,
+                        "action": action})
+
+    for d in densities:
+        rates = rates_for_density(dense, p.rates_arg(), d, scope=p.scope, exclude=p.exclude)
+        for name in with_same_sign(criteria):
+            mask = prune_by_criterion(name, init, final, dense, rates, scope=p.scope,
+                                      exclude=p.exclude, seed=derive_seed(seed, "criterion"))
+            score(name, mask)
+        magnitude = prune_by_criterion("large_final", init, final, dense, rates,
+                                       scope=p.scope, exclude=p.exclude)
+        score("random_mask", random_like(magnitude, derive_seed(seed, "random", d)))
+    return records
