@@ -151,6 +151,13 @@ class ExperimentConfig:
         """Levels after the dense level 0: one per one-shot density, else `levels`."""
         return len(self.one_shot) if self.one_shot else self.levels
 
+    def dense_science(self) -> dict[str, Any]:
+        """What level 0 (the dense training) depends on: not pruning, not one-shot."""
+        d = self.science()
+        d.pop("pruning")
+        d.pop("one_shot", None)
+        return d
+
     def run_hash(self) -> str:
         blob = json.dumps({"kind": "imp", **self.science()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]

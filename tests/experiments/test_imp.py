@@ -247,3 +247,33 @@ def test_short_imp_on_real_mnist(shared_data, tmp_path):
     assert ticket["density"] == pytest.approx((188_160 + 24_000 + 900) / 266_200)
     assert dense["early_stop_test_accuracy"] > 0.85
     assert ticket["early_stop_test_accuracy"] > 0.85
+
+
+def test_dense_level_is_borrowed_from_a_run_with_the_same_dense_training(runtime):
+    class Reused:
+        def __init__(self):
+            self.units = []
+
+        def start_run(self, *a):
+            pass
+
+        def start_units(self, *a):
+            return None
+
+        def end_unit(self, unit, record, reused):
+            self.units.append((unit.level, unit.variant, reused))
+
+    iterative = tiny_config(levels=1, controls=())
+    first = run_imp(iterative, runtime)
+    reporter = Reused()
+    other = run_imp(tiny_config(one_shot=(0.3,), controls=(), criterion="movement"), runtime,
+                    reporter)
+    assert reporter.units == [(0, "ticket", True), (1, "ticket", False)]
+    assert other["records"][0] == first["records"][0]
+    a = RunStore(runtime.out / iterative.run_name()).dir(Unit(0, 0, "ticket"))
+    b = runtime.out / other["run"] / "seed_0/level_00/ticket"
+    for name in ("init.safetensors", "rewind.safetensors", "final.safetensors", "metrics.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    reporter = Reused()  # another training budget: nothing to borrow
+    run_imp(tiny_config(levels=0, train="40it"), runtime, reporter)
+    assert reporter.units == [(0, "ticket", False)]

@@ -23,7 +23,9 @@ the i-th density (`rates_for_density`), then rewinds and trains like any ticket.
 
 Each seed is an independent trial: it fixes the initialisation, the data order and the
 controls' randomness. The same configuration and seed give bit-identical results (on one
-device), also after an interruption and a resume. With `Runtime.vectorize` (the default on
+device), also after an interruption and a resume. Level 0 does not depend on the pruning
+settings, so a run borrows it from a finished run beside it that differs only in those
+(say, one-shot after iterative, or another criterion). With `Runtime.vectorize` (the default on
 a GPU), the units of one level (all seeds, the ticket and its controls) train together in
 one vectorised pass (`train_replicates`); each follows the trajectory it follows alone, up
 to floating-point rounding.
@@ -92,6 +94,7 @@ class Context:
     end: int
     eval_every: int
     reporter: Reporter | None
+    siblings: list[RunStore]  # runs with the same dense training, to borrow level 0 from
 
 
 def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
@@ -108,7 +111,8 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
     rewind, end = config.budget(ipe)
     store = RunStore.create(runtime.out, config, runtime.command)
     eval_every = Step.parse(config.training.eval_every).iterations(ipe)
-    ctx = Context(config, runtime, store, data, device, rewind, end, eval_every, reporter)
+    ctx = Context(config, runtime, store, data, device, rewind, end, eval_every, reporter,
+                  store.siblings(config.dense_science()))
     if reporter:
         reporter.start_run(config, ctx.store, device)
     for level in range(config.n_levels + 1):
@@ -181,6 +185,10 @@ def run_units(ctx: Context, units: list[Unit]) -> None:
     store = ctx.store
     todo = []
     for unit in units:
+        if unit.level == 0 and not store.done(unit):
+            donor = next((s for s in ctx.siblings if s.done(unit)), None)
+            if donor:  # the same dense training, already done in another run: copy it
+                store.adopt(unit, donor)
         if store.done(unit):
             if ctx.reporter:
                 ctx.reporter.end_unit(unit, store.result(unit), reused=True)

@@ -29,7 +29,14 @@ import torch
 from ticketlab import __version__
 from ticketlab.config import ExperimentConfig
 from ticketlab.errors import TicketlabError
-from ticketlab.io import atomic_write_text, load_state, read_json, save_state, write_json
+from ticketlab.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    load_state,
+    read_json,
+    save_state,
+    write_json,
+)
 from ticketlab.pruning.mask import Mask
 from ticketlab.training.loop import Checkpoint, Eval
 
@@ -126,6 +133,28 @@ class RunStore:
         atomic_write_text(self.dir(unit) / "metrics.csv", buf.getvalue())
         write_json(self.dir(unit) / "result.json", {k: record[k] for k in RECORD_KEYS})
         self.checkpoint(unit, 0).clear()
+
+    def adopt(self, unit: Unit, other: RunStore) -> None:
+        """Copies a finished unit from another run (its result.json last: done only then)."""
+        files = sorted(other.dir(unit).iterdir(), key=lambda p: p.name == "result.json")
+        for path in files:
+            if path.is_file() and path.name != "checkpoint.pt" and not path.name.startswith("."):
+                atomic_write_bytes(self.dir(unit) / path.name, path.read_bytes())
+
+    def siblings(self, dense_science: dict[str, Any]) -> list[RunStore]:
+        """Other runs beside this one whose dense training (level 0) is the same as ours."""
+        found = []
+        for path in sorted(self.root.parent.glob("*/config.json")):
+            if path.parent == self.root:
+                continue
+            try:
+                science = read_json(path)["science"]
+                config = ExperimentConfig.from_science(science)
+            except (TicketlabError, KeyError, TypeError):
+                continue  # not a run we can read: never borrow from it
+            if config.dense_science() == dense_science:
+                found.append(RunStore(path.parent))
+        return found
 
     def result(self, unit: Unit) -> dict[str, Any]:
         return read_json(self.dir(unit) / "result.json")
