@@ -118,6 +118,9 @@ def add_find(sub: argparse._SubParsersAction) -> None:
                    "level: for every group (layerwise) or overall (global; default 0.2)")
     g.add_argument("--rates", type=_fraction_map, metavar="G=R,...", help="layer-wise rate per "
                    "group (default fc=0.2,output=0.1,conv=0.1)")
+    g.add_argument("--threshold", type=float, metavar="ALPHA", help="one-shot by threshold "
+                   "instead (the course project's LF mask): keep |w| > mean|w| + ALPHA * std(w) "
+                   "over all prunable trained weights; the density follows from ALPHA")
     g.add_argument("--criterion", metavar="NAME", help="which weights to keep (Zhou et al.): "
                    "large_final (magnitude pruning, the default), small_final, large_init, "
                    "small_init, large_init_large_final, small_init_small_final, "
@@ -190,6 +193,7 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
     return "\n".join([
         f"model {c.model.model} ({c.model.init}) on {c.data.dataset}",
         (f"one-shot to densities {','.join(map(str, c.one_shot))}" if c.one_shot else
+         f"one-shot threshold mask, alpha {p.threshold}" if p.threshold is not None else
          f"{c.levels} level{'s' if c.levels != 1 else ''}") +
         f", {p.scope} pruning at {rates}{excluded}, rewind to {c.rewind}",
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
@@ -346,8 +350,8 @@ def cmd_supermask(args: argparse.Namespace) -> int:
     store = RunStore.open(args.run_dir)
     with err.status("scoring masks on the test set") if not args.quiet else nullcontext():
         records = scan_supermasks(store, args.densities, args.criteria or DEFAULT_CRITERIA,
-                                  seed=args.seed, action=args.action, data_dir=args.data_dir,
-                                  device=args.device)
+                                  seed=args.seed, action=args.action, alpha=args.alpha,
+                                  data_dir=args.data_dir, device=args.device)
     stem = args.run_dir / "supermask" / f"seed_{records[0]['seed']}_{args.action}"
     write_json(stem.with_suffix(".json"), records)
     buf = io.StringIO()
@@ -358,14 +362,16 @@ def cmd_supermask(args: argparse.Namespace) -> int:
     save_figure(supermask_figure(records), stem)
     densities = list(dict.fromkeys(r["target_density"] for r in records))
     table = Table(title=f"untrained {store.root.name} (seed {records[0]['seed']}, "
-                  f"kept weights: {args.action}) under each mask: test accuracy (%)")
+                  f"kept weights: {args.action}) under each mask: test accuracy (%)",
+                  caption="dense: no mask; threshold: the --alpha mask at the density it "
+                  "implies; random_mask: a random mask of the same per-tensor counts")
     table.add_column("criterion")
     for d in densities:
-        table.add_column(f"{100 * d:g}%", justify="right")
+        table.add_column(f"{100 * d:.3g}%", justify="right")
     for name in dict.fromkeys(r["criterion"] for r in records):
         cells = {r["target_density"]: r["test_accuracy"] for r in records
                  if r["criterion"] == name}
-        table.add_row(name, *(f"{100 * cells[d]:.2f}" for d in densities))
+        table.add_row(name, *(f"{100 * cells[d]:.2f}" if d in cells else "" for d in densities))
     out.print(table)
     out.print(f"written: {stem}.json, .csv, .png, .svg", highlight=False, soft_wrap=True)
     return 0
@@ -430,6 +436,8 @@ def build_parser() -> Parser:
     p.add_argument("--criteria", type=_names, metavar="LIST", help="criteria to score (default: "
                    "large_final, magnitude_increase, large_init_large_final, large_init, "
                    "movement, small_final, random); same-sign variants are added")
+    p.add_argument("--alpha", type=float, help="also score the course project's threshold "
+                   "mask |w| > mean|w| + ALPHA * std(w) and a random mask of its density")
     p.add_argument("--seed", type=int, help="which seed's dense network (default: the first)")
     p.add_argument("--action", choices=("rewind", "signed_constant"), default="rewind",
                    help="kept weights at their initial values (default) or +-std with the "

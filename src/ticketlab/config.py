@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -106,6 +107,7 @@ class PruningHparams:
     rate: float | None = None  # one rate for every group (layerwise) or the global rate
     exclude: tuple[str, ...] = ()  # groups never pruned, e.g. ("output",)
     criterion: str = "large_final"  # which weights to keep (pruning.criteria.CRITERIA)
+    threshold: float | None = None  # alpha: one-shot mask |w| > mean|w| + alpha * std(w)
 
     def rates_arg(self) -> float | dict[str, float]:
         """What `prune` takes: the global rate, or one rate / {group: rate} layer-wise."""
@@ -140,15 +142,20 @@ class ExperimentConfig:
             d.pop("one_shot")
         if self.pruning.criterion == "large_final":
             d["pruning"].pop("criterion")
+        if self.pruning.threshold is None:
+            d["pruning"].pop("threshold")
         return d
 
     @property
     def kind(self) -> str:
-        return "oneshot" if self.one_shot else "imp"
+        return "oneshot" if self.one_shot or self.pruning.threshold is not None else "imp"
 
     @property
     def n_levels(self) -> int:
-        """Levels after the dense level 0: one per one-shot density, else `levels`."""
+        """Levels after the dense level 0: one per one-shot density (or the one threshold
+        mask), else `levels`."""
+        if self.pruning.threshold is not None:
+            return 1
         return len(self.one_shot) if self.one_shot else self.levels
 
     def dense_science(self) -> dict[str, Any]:
@@ -201,6 +208,13 @@ class ExperimentConfig:
                                      "(0.05 keeps 5% of the weights)")
         if len(set(self.one_shot)) != len(self.one_shot):
             raise TicketlabError("one-shot densities repeat: list each once")
+        if p.threshold is not None:
+            if not (math.isfinite(p.threshold) and p.threshold >= 0):
+                raise TicketlabError(f"threshold alpha must be a number >= 0, got {p.threshold} "
+                                     "(the course project uses 1)")
+            if self.one_shot:
+                raise TicketlabError("--threshold and --one-shot both choose the one-shot "
+                                     "masks: give one of them")
         if not self.seeds:
             raise TicketlabError("at least one seed is needed, e.g. --seeds 0")
         if t.lr <= 0:

@@ -277,3 +277,17 @@ def test_dense_level_is_borrowed_from_a_run_with_the_same_dense_training(runtime
     reporter = Reused()  # another training budget: nothing to borrow
     run_imp(tiny_config(levels=0, train="40it"), runtime, reporter)
     assert reporter.units == [(0, "ticket", False)]
+
+
+def test_threshold_mask_run(runtime):
+    from ticketlab.pruning import threshold_mask
+    config = tiny_config(threshold=1.0, controls=("reinit",))
+    assert config.run_name().startswith("oneshot_") and config.n_levels == 1
+    summary = run_imp(config, runtime)
+    assert [(r["level"], r["variant"]) for r in summary["records"]] == \
+        [(0, "ticket"), (1, "ticket"), (1, "reinit")]
+    store = RunStore(runtime.out / config.run_name())
+    expected = threshold_mask(store.load_weights(Unit(0, 0, "ticket"), "final"),
+                              store.load_mask(Unit(0, 0, "ticket")), 1.0)
+    assert store.load_mask(Unit(0, 1, "ticket")) == expected
+    assert summary["records"][1]["density"] == pytest.approx(expected.density())

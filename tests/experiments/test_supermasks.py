@@ -27,6 +27,8 @@ def test_scan_scores_every_criterion_and_density_without_training(dense_run):
     files = {p: p.read_bytes() for p in dense_run.root.rglob("*.safetensors")}
     records = scan_supermasks(dense_run, (0.5, 0.1), ("large_final", "small_final"), seed=1,
                               device="cpu")
+    assert records[0]["criterion"] == "dense" and records[0]["density"] == 1.0
+    records = records[1:]
     names = [r["criterion"] for r in records]
     assert names == ["large_final", "large_final_same_sign", "small_final", "random_mask"] * 2
     for r in records:
@@ -43,7 +45,7 @@ def test_supermask_cli(dense_run, capsys):
                        "--criteria", "large_final", "--quiet", "--device", "cpu")
     assert code == 0 and "large_final_same_sign" in out and "random_mask" in out
     saved = json.loads((dense_run.root / "supermask" / "seed_0_rewind.json").read_text())
-    assert [r["criterion"] for r in saved] == ["large_final", "large_final_same_sign",
+    assert [r["criterion"] for r in saved] == ["dense", "large_final", "large_final_same_sign",
                                                "random_mask"]
     assert (dense_run.root / "supermask" / "seed_0_rewind.png").read_bytes()[:4] == b"\x89PNG"
     for argv, needle in [(["--criteria", "biggest"], "unknown criterion 'biggest'"),
@@ -51,3 +53,11 @@ def test_supermask_cli(dense_run, capsys):
                          (["--seed", "7"], "seed 7 has no finished dense level")]:
         code, _, err = cli(capsys, "supermask", str(dense_run.root), "--quiet", *argv)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_threshold_mask_rows(dense_run):
+    records = scan_supermasks(dense_run, (), (), alpha=1.0, device="cpu")
+    _, threshold, random = records
+    assert [r["criterion"] for r in records] == ["dense", "threshold", "random_mask"]
+    assert 0 < threshold["density"] < 0.5  # mean|w| + 1 std keeps a minority
+    assert random["density"] == pytest.approx(threshold["density"])

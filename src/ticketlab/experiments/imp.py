@@ -19,7 +19,9 @@ rewind-point values instead of zero, the latter only those that grew in training
 
 One-shot pruning (`config.one_shot`, the paper's Figure 1) replaces the chain of levels by
 one cut per density: level i prunes the *dense* network's trained weights once, straight to
-the i-th density (`rates_for_density`), then rewinds and trains like any ticket.
+the i-th density (`rates_for_density`), then rewinds and trains like any ticket. The course
+project's threshold mask (`threshold`: keep |w| > mean|w| + alpha * std(w) over all prunable
+weights) is one-shot too, with a single level at the density alpha implies.
 
 Each seed is an independent trial: it fixes the initialisation, the data order and the
 controls' randomness. The same configuration and seed give bit-identical results (on one
@@ -53,6 +55,7 @@ from ticketlab.pruning import (
     prune_magnitude,
     random_like,
     rates_for_density,
+    threshold_mask,
 )
 from ticketlab.training import EarlyStop, train, train_replicates, vectorizable
 from ticketlab.training.loop import Checkpoint, Progress
@@ -147,7 +150,9 @@ def _prepare(ctx: Context, unit: Unit) -> Prepared:
             rates = rates_for_density(mask, rates, c.one_shot[level - 1], scope=p.scope,
                                       exclude=p.exclude)
         final = store.load_weights(previous, "final")
-        if p.criterion == "large_final":
+        if p.threshold is not None:
+            mask = threshold_mask(final, mask, p.threshold)
+        elif p.criterion == "large_final":
             mask = prune_magnitude(final, mask, rates, scope=p.scope, exclude=p.exclude)
         else:  # initial weights = the rewind point, what the kept weights are reset to
             mask = prune_by_criterion(

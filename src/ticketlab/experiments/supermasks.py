@@ -17,7 +17,13 @@ from ticketlab.errors import TicketlabError
 from ticketlab.experiments.imp import resolve_device
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
-from ticketlab.pruning import Mask, prune_by_criterion, random_like, rates_for_density
+from ticketlab.pruning import (
+    Mask,
+    prune_by_criterion,
+    random_like,
+    rates_for_density,
+    threshold_mask,
+)
 from ticketlab.pruning.criteria import CRITERIA
 from ticketlab.supermask import evaluate_supermask
 
@@ -37,9 +43,14 @@ def with_same_sign(criteria: tuple[str, ...]) -> list[str]:
 
 def scan_supermasks(store: RunStore, densities: tuple[float, ...],
                     criteria: tuple[str, ...] = DEFAULT_CRITERIA, *, seed: int | None = None,
-                    action: str = "rewind", data_dir: Any = None, device: str = "auto"
-                    ) -> list[dict[str, Any]]:
-    """One record per (criterion, density), plus `random_mask` rows, on the test set."""
+                    action: str = "rewind", alpha: float | None = None, data_dir: Any = None,
+                    device: str = "auto") -> list[dict[str, Any]]:
+    """One record per (criterion, density), plus `random_mask` rows, on the test set.
+
+    The first record is the untrained dense network (`dense`, density 1). With `alpha`, the
+    course project's threshold mask (`threshold`) is scored at the density it implies, with
+    a random mask of the same per-tensor counts.
+    """
     for c in criteria:
         if c not in CRITERIA:
             raise TicketlabError(f"unknown criterion '{c}': choose from {', '.join(CRITERIA)}")
@@ -68,20 +79,26 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
     p = config.pruning
     records = []
 
-    def score(name: str, mask: Mask) -> None:
+    def score(name: str, mask: Mask, target: float) -> None:
         loss, acc = evaluate_supermask(model, mask, data.x_test, data.y_test, init=init,
                                        action=action, seed=derive_seed(seed, "supermask"))
-        records.append({"criterion": name, "target_density": d, "density": mask.density(),
-                        "test_loss": loss, "test_accuracy": acc, "seed": seed,
-                        "action": action})
+        records.append({"criterion": name, "target_density": target,
+                        "density": mask.density(), "test_loss": loss, "test_accuracy": acc,
+                        "seed": seed, "action": action})
 
+    score("dense", dense, 1.0)
+    if alpha is not None:
+        mask = threshold_mask(final, dense, alpha)
+        score("threshold", mask, mask.density())
+        score("random_mask", random_like(mask, derive_seed(seed, "random", alpha)),
+              mask.density())
     for d in densities:
         rates = rates_for_density(dense, p.rates_arg(), d, scope=p.scope, exclude=p.exclude)
         for name in with_same_sign(criteria):
             mask = prune_by_criterion(name, init, final, dense, rates, scope=p.scope,
                                       exclude=p.exclude, seed=derive_seed(seed, "criterion"))
-            score(name, mask)
+            score(name, mask, d)
         magnitude = prune_by_criterion("large_final", init, final, dense, rates,
                                        scope=p.scope, exclude=p.exclude)
-        score("random_mask", random_like(magnitude, derive_seed(seed, "random", d)))
+        score("random_mask", random_like(magnitude, derive_seed(seed, "random", d)), d)
     return records
