@@ -65,3 +65,11 @@ def test_unknown_preset(capsys):
     assert code == 2 and "unknown preset 'resnet_imagenet'" in err
     with pytest.raises(TicketlabError):
         preset_config("nope")
+
+
+def test_lf_conv_mnist_is_the_course_projects_setting():
+    c = preset_config("lf_conv_mnist")
+    t = c.training
+    assert (c.model.model, c.data.dataset, c.model.init) == ("conv_lenet", "mnist", "torch_default")
+    assert (t.optimizer, t.lr, t.momentum, t.batch_size, t.train) == ("sgd", 0.01, 0.0, 64, "5ep")
+    assert c.pruning.threshold == 1.0 and c.n_levels == 1 and c.controls == ("reinit",)

@@ -349,7 +349,8 @@ def cmd_supermask(args: argparse.Namespace) -> int:
 
     store = RunStore.open(args.run_dir)
     with err.status("scoring masks on the test set") if not args.quiet else nullcontext():
-        records = scan_supermasks(store, args.densities, args.criteria or DEFAULT_CRITERIA,
+        records = scan_supermasks(store, args.densities,
+                                  DEFAULT_CRITERIA if args.criteria is None else args.criteria,
                                   seed=args.seed, action=args.action, alpha=args.alpha,
                                   data_dir=args.data_dir, device=args.device)
     stem = args.run_dir / "supermask" / f"seed_{records[0]['seed']}_{args.action}"
@@ -435,7 +436,7 @@ def build_parser() -> Parser:
                    metavar="LIST", help="fractions kept (default 0.5,0.2,0.1,0.05,0.02)")
     p.add_argument("--criteria", type=_names, metavar="LIST", help="criteria to score (default: "
                    "large_final, magnitude_increase, large_init_large_final, large_init, "
-                   "movement, small_final, random); same-sign variants are added")
+                   "movement, small_final, random; none for none); same-sign variants are added")
     p.add_argument("--alpha", type=float, help="also score the course project's threshold "
                    "mask |w| > mean|w| + ALPHA * std(w) and a random mask of its density")
     p.add_argument("--seed", type=int, help="which seed's dense network (default: the first)")

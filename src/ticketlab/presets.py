@@ -51,6 +51,12 @@ _preset("mlp_mnist", "the seed notebook's MLP 784-128-64-10 on MNIST: every laye
         momentum=0.9, batch_size=32, train="4ep", eval_every="100it", validation_size=5000,
         scope="layerwise", rates={"fc": 0.4, "output": 0.4}, rewind="0it", levels=6,
         controls=("reinit", "random"), seeds=(0, 1, 2, 3, 4))
+_preset("lf_conv_mnist", "the course project's conv LeNet on MNIST with its LF threshold mask "
+        "(alpha 1): SGD lr 0.01 without momentum, batch 64, 5 epochs; the ticket and the same "
+        "mask from a new init (then `ticketlab supermask RUN --alpha 1` for the untrained rows)",
+        model="conv_lenet", dataset="mnist", init="torch_default", optimizer="sgd", lr=0.01,
+        momentum=0.0, batch_size=64, train="5ep", eval_every="100it", validation_size=5000,
+        threshold=1.0, rewind="0it", controls=("reinit",), seeds=(0, 1, 2))
 
 
 def preset_settings(name: str) -> dict[str, Any]:
