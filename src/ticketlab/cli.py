@@ -352,6 +352,7 @@ def cmd_supermask(args: argparse.Namespace) -> int:
         records = scan_supermasks(store, args.densities,
                                   DEFAULT_CRITERIA if args.criteria is None else args.criteria,
                                   seed=args.seed, action=args.action, alpha=args.alpha,
+                                  learn=args.learn, learn_lr=args.learn_lr,
                                   data_dir=args.data_dir, device=args.device)
     stem = args.run_dir / "supermask" / f"seed_{records[0]['seed']}_{args.action}"
     write_json(stem.with_suffix(".json"), records)
@@ -365,7 +366,8 @@ def cmd_supermask(args: argparse.Namespace) -> int:
     table = Table(title=f"untrained {store.root.name} (seed {records[0]['seed']}, "
                   f"kept weights: {args.action}) under each mask: test accuracy (%)",
                   caption="dense: no mask; threshold: the --alpha mask at the density it "
-                  "implies; random_mask: a random mask of the same per-tensor counts")
+                  "implies; random_mask: a random mask of the same per-tensor counts; learned: "
+                  "the learned supermask thresholded at 0.5 (learned_sampled: mean of samples)")
     table.add_column("criterion")
     for d in densities:
         table.add_column(f"{100 * d:.3g}%", justify="right")
@@ -439,6 +441,10 @@ def build_parser() -> Parser:
                    "movement, small_final, random; none for none); same-sign variants are added")
     p.add_argument("--alpha", type=float, help="also score the course project's threshold "
                    "mask |w| > mean|w| + ALPHA * std(w) and a random mask of its density")
+    p.add_argument("--learn", type=int, default=0, metavar="STEPS", help="also learn a "
+                   "supermask for STEPS iterations (scores trained, weights frozen at init)")
+    p.add_argument("--learn-lr", type=float, default=0.1, help="Adam learning rate of the "
+                   "learned supermask's scores (default 0.1)")
     p.add_argument("--seed", type=int, help="which seed's dense network (default: the first)")
     p.add_argument("--action", choices=("rewind", "signed_constant"), default="rewind",
                    help="kept weights at their initial values (default) or +-std with the "

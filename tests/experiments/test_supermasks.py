@@ -61,3 +61,10 @@ def test_threshold_mask_rows(dense_run):
     assert [r["criterion"] for r in records] == ["dense", "threshold", "random_mask"]
     assert 0 < threshold["density"] < 0.5  # mean|w| + 1 std keeps a minority
     assert random["density"] == pytest.approx(threshold["density"])
+
+
+def test_learned_supermask_row(dense_run):
+    records = scan_supermasks(dense_run, (), (), learn=150, device="cpu")
+    assert [r["criterion"] for r in records] == ["dense", "learned", "learned_sampled"]
+    assert records[1]["test_accuracy"] > 0.5  # digits: chance is 0.1
+    assert (dense_run.root / "supermask" / "seed_0_learned_mask.safetensors").is_file()

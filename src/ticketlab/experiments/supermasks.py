@@ -25,7 +25,7 @@ from ticketlab.pruning import (
     threshold_mask,
 )
 from ticketlab.pruning.criteria import CRITERIA
-from ticketlab.supermask import evaluate_supermask
+from ticketlab.supermask import evaluate_supermask, train_supermask
 
 DEFAULT_CRITERIA = ("large_final", "magnitude_increase", "large_init_large_final",
                     "large_init", "movement", "small_final", "random")
@@ -43,13 +43,17 @@ def with_same_sign(criteria: tuple[str, ...]) -> list[str]:
 
 def scan_supermasks(store: RunStore, densities: tuple[float, ...],
                     criteria: tuple[str, ...] = DEFAULT_CRITERIA, *, seed: int | None = None,
-                    action: str = "rewind", alpha: float | None = None, data_dir: Any = None,
-                    device: str = "auto") -> list[dict[str, Any]]:
+                    action: str = "rewind", alpha: float | None = None, learn: int = 0,
+                    learn_lr: float = 0.1, data_dir: Any = None, device: str = "auto"
+                    ) -> list[dict[str, Any]]:
     """One record per (criterion, density), plus `random_mask` rows, on the test set.
 
     The first record is the untrained dense network (`dense`, density 1). With `alpha`, the
     course project's threshold mask (`threshold`) is scored at the density it implies, with
-    a random mask of the same per-tensor counts.
+    a random mask of the same per-tensor counts. With `learn` steps, a supermask is also
+    learned from the same initial weights (`train_supermask`; saved beside the run as
+    supermask/seed_<s>_learned_mask.safetensors) and scored like the others: `learned` is
+    its thresholded mask, `learned_sampled` the mean over sampled masks (Zhou's number).
     """
     for c in criteria:
         if c not in CRITERIA:
@@ -92,6 +96,14 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
         score("threshold", mask, mask.density())
         score("random_mask", random_like(mask, derive_seed(seed, "random", alpha)),
               mask.density())
+    if learn:
+        model.load_state_dict(init)
+        mask, m = train_supermask(model, data, steps=learn, lr=learn_lr,
+                                  batch_size=config.training.batch_size, seed=seed)
+        mask.save(store.root / "supermask" / f"seed_{seed}_learned_mask.safetensors")
+        score("learned", mask, mask.density())
+        records.append({**records[-1], "criterion": "learned_sampled",
+                        "test_accuracy": m.sampled_test_accuracy, "test_loss": None})
     for d in densities:
         rates = rates_for_density(dense, p.rates_arg(), d, scope=p.scope, exclude=p.exclude)
         for name in with_same_sign(criteria):
