@@ -238,3 +238,26 @@ def test_masks_compare(tmp_path, capsys):
     assert 0 < jaccard < 1
     code, _, err = cli(capsys, "masks", "compare", str(same), str(tmp_path / "missing"))
     assert code == 2 and "not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_criteria_command(tmp_path, capsys):
+    report = tmp_path / "report"
+    code, _, err = cli(capsys, "criteria", "--train", "40it", "--eval-every", "20it",
+                         "--one-shot", "0.5,0.2", "--criteria", "large_final,movement",
+                         "--controls", "none", "--quiet", "--out", str(tmp_path / "runs"),
+                         "--report", str(report))
+    assert code == 0, err
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(r.startswith("oneshot_") for r in runs)
+    for name in ("report.html", "supermask.csv", "supermask.png", "accuracy.svg"):
+        assert (report / name).is_file()
+    html = (report / "report.html").read_text()
+    assert "criterion=movement" in html and "criterion=large_final" in html
+    assert "movement_same_sign" not in html  # movement has no same-sign variant
+    assert "large_final_same_sign" in html
+    code, _, err = cli(capsys, "criteria", "--criteria", "big", "--one-shot", "0.5",
+                       "--report", str(tmp_path / "r2"), "--out", str(tmp_path / "r2"))
+    assert code == 2 and "unknown criterion 'big'" in err
+    code, _, err = cli(capsys, "criteria", "--report", str(tmp_path / "r3"),
+                       "--out", str(tmp_path / "r3"))
+    assert code == 2 and "--one-shot" in err

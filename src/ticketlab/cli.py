@@ -89,9 +89,40 @@ Results go to OUT/imp_<model>_<dataset>_<hash>/; the same command resumes an int
 and prints a finished one without recomputing it."""
 
 
+CRITERIA_HELP = """Compare mask criteria (Zhou et al. 2019): for each criterion, prune the
+trained dense network one-shot to each --one-shot density with that criterion, rewind and
+retrain (one run per criterion, sharing the dense training), then score every criterion's
+masks on the untrained network (supermasks, with same-sign variants and random masks), and
+write one report overlaying all criteria into --report. Takes every option of `find`."""
+
+
 def add_find(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("find", help="run iterative magnitude pruning", description=FIND_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_experiment_arguments(p)
+    p.set_defaults(func=cmd_find)
+
+
+def add_criteria(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("criteria", help="compare mask criteria: retrained and untrained",
+                       description=CRITERIA_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_experiment_arguments(p)
+    g = p.add_argument_group("criteria")
+    g.add_argument("--criteria", type=_names, metavar="LIST", dest="criteria_list",
+                   help="criteria to compare (default: the nine of Zhou et al.: "
+                   f"{','.join(ZHOU_CRITERIA)})")
+    g.add_argument("--report", type=Path, metavar="DIR", required=True,
+                   help="where the overlaid report goes")
+    p.set_defaults(func=cmd_criteria)
+
+
+ZHOU_CRITERIA = ("large_final", "small_final", "large_init", "small_init",
+                 "large_init_large_final", "small_init_small_final", "magnitude_increase",
+                 "movement", "random")
+
+
+def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--preset", metavar="NAME", help="start from a paper's settings (see `ticketlab presets`); "
       "--config and options override it")
@@ -156,7 +187,6 @@ def add_find(sub: argparse._SubParsersAction) -> None:
                    "(same results up to floating-point rounding; default: on a GPU only)")
     g.add_argument("--quiet", action="store_true", default=None,
                    help="no progress display and no settings echo; the table is printed")
-    p.set_defaults(func=cmd_find)
 
 
 RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_every",
@@ -168,7 +198,8 @@ def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
     values: dict[str, Any] = preset_settings(args.preset) if args.preset else {}
     values.update(load_toml(args.config) if args.config else {})
     values.update({k: v for k, v in vars(args).items()
-                   if v is not None and k not in ("config", "preset", "func", "command", "argv")})
+                   if v is not None and k not in ("config", "preset", "func", "command", "argv",
+                                                  "criteria_list", "report")})
     runtime = Runtime(**{k: values.pop(k) for k in RUNTIME_KEYS if k in values})
     runtime.out, runtime.data_dir = Path(runtime.out), runtime.data_dir and Path(runtime.data_dir)
     return apply_overrides(ExperimentConfig(), values), runtime
@@ -273,6 +304,41 @@ def cmd_find(args: argparse.Namespace) -> int:
             return 130
     out.print(levels_table(summary, title=summary["run"]))
     out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_criteria(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ticketlab.experiments.imp import run_imp
+    from ticketlab.experiments.supermasks import scan_supermasks
+    from ticketlab.report.build import write_report
+
+    config, runtime = resolve(args)
+    runtime.command = shlex.join(["ticketlab", *args.argv])
+    if not config.one_shot:
+        raise TicketlabError("criteria are compared one-shot: give densities, e.g. "
+                             "--one-shot 0.5,0.2,0.1,0.05,0.02")
+    criteria = args.criteria_list or ZHOU_CRITERIA
+    configs = [dataclasses.replace(config, pruning=dataclasses.replace(config.pruning,
+                                                                       criterion=c))
+               for c in criteria]
+    for c in configs:
+        c.validate()  # every name checked before anything trains
+    runs = []
+    with interrupt.graceful(), RichReporter(runtime) as reporter:
+        try:
+            for c in configs:
+                runs.append(runtime.out / run_imp(c, runtime, reporter)["run"])
+        except interrupt.Interrupted as e:
+            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
+                      "again to resume", highlight=False)
+            return 130
+    store = RunStore.open(runs[0])
+    records = scan_supermasks(store, config.one_shot, tuple(criteria), data_dir=runtime.data_dir,
+                              device=runtime.device)
+    paths = write_report(runs, args.report, supermasks=records)
+    out.print(f"report: {paths[-1]}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -398,6 +464,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="ticketlab", description="Find and study lottery tickets.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     add_find(sub)
+    add_criteria(sub)
     p = sub.add_parser("report", help="tables, figures and an HTML page of run directories",
                        description=(
                            "Print the levels table of each run and write a report into --out:\n"

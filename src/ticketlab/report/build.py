@@ -12,7 +12,7 @@ from ticketlab.experiments.store import Unit
 from ticketlab.io import atomic_write_text
 from ticketlab.report import plots
 from ticketlab.report.claims import headline, headline_markdown
-from ticketlab.report.html import render_html
+from ticketlab.report.html import render_html, supermask_html
 from ticketlab.report.runs import Run, load_runs
 
 
@@ -61,17 +61,24 @@ def _check_levels(runs: list[Run], levels: list[int]) -> None:
                              f"--levels from {','.join(map(str, present))}")
 
 
-def write_report(run_dirs: list[Path], out: Path, levels: list[int] | None = None) -> list[Path]:
+def write_report(run_dirs: list[Path], out: Path, levels: list[int] | None = None,
+                 supermasks: list[dict[str, Any]] | None = None) -> list[Path]:
     """Writes the figures (PNG and SVG), levels.csv, densities.csv, headline.md (the paper's
     headline questions, see `claims`) and report.html into `out`.
 
     `levels` picks the levels of the training-curves figure (default: the ticket levels nearest
-    the paper's 100, 51.3, 21.1, 7.0 and 3.6 %). Returns the paths written, report.html last.
+    the paper's 100, 51.3, 21.1, 7.0 and 3.6 %; drawn for up to four runs). `supermasks`
+    (records of `experiments.supermasks.scan_supermasks`) adds their table, CSV and figure.
+    Returns the paths written, report.html last.
     """
-    return build_report(load_runs(run_dirs), out, levels)
+    return build_report(load_runs(run_dirs), out, levels, supermasks)
 
 
-def build_report(runs: list[Run], out: Path, levels: list[int] | None = None) -> list[Path]:
+MAX_CURVE_PANELS = 4
+
+
+def build_report(runs: list[Run], out: Path, levels: list[int] | None = None,
+                 supermasks: list[dict[str, Any]] | None = None) -> list[Path]:
     """`write_report` for runs already loaded (the CLI prints their tables first)."""
     if levels is not None:
         _check_levels(runs, levels)
@@ -84,9 +91,17 @@ def build_report(runs: list[Run], out: Path, levels: list[int] | None = None) ->
          "Test accuracy at the early-stop iteration against % of weights remaining"),
         ("early_stop", plots.early_stop_figure(runs),
          "Early-stop iteration (lowest validation loss) against % of weights remaining"),
-        ("curves", plots.curves_figure(runs, levels),
-         "Test accuracy during training at selected levels (solid: ticket; dashed: controls)"),
     ]
+    if len(runs) <= MAX_CURVE_PANELS:  # one panel per run: more would not be readable
+        figures.append(("curves", plots.curves_figure(runs, levels), "Test accuracy during "
+                        "training at selected levels (solid: ticket; dashed: controls)"))
+    sections = []
+    if supermasks:
+        paths.append(_write_csv(out / "supermask.csv", supermasks))
+        figures.append(("supermask", plots.supermask_figure(supermasks), "Supermasks: test "
+                        "accuracy of the untrained network under each criterion's mask"))
+        sections.append(("Supermasks: untrained network, test accuracy (%)",
+                         supermask_html(supermasks)))
     embedded = []
     for stem, fig, caption in figures:
         embedded.append((caption, plots.save_figure(fig, out / stem)))
@@ -95,5 +110,5 @@ def build_report(runs: list[Run], out: Path, levels: list[int] | None = None) ->
     atomic_write_text(paths[-1], "\n".join(headline_markdown(headline(run.records), run.name)
                                            for run in runs))
     html = out / "report.html"
-    atomic_write_text(html, render_html(runs, densities, embedded))
+    atomic_write_text(html, render_html(runs, densities, embedded, sections))
     return [*paths, html]

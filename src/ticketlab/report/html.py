@@ -68,8 +68,23 @@ def densities_html(rows: list[dict[str, Any]]) -> str:
             "</table>")
 
 
+def supermask_html(records: list[dict[str, Any]]) -> str:
+    """Criteria as rows, target densities as columns."""
+    densities = list(dict.fromkeys(r["target_density"] for r in records))
+    head = "".join(f"<th>{100 * d:.3g}%</th>" for d in densities)
+    rows = []
+    for name in dict.fromkeys(r["criterion"] for r in records):
+        cells = {r["target_density"]: r["test_accuracy"] for r in records
+                 if r["criterion"] == name}
+        rows.append(f"<tr><td>{escape(name)}</td>" + "".join(
+            f"<td>{100 * cells[d]:.2f}</td>" if d in cells else "<td></td>"
+            for d in densities) + "</tr>")
+    return f"<table><tr><th>criterion</th>{head}</tr>{''.join(rows)}</table>"
+
+
 def render_html(runs: list[Run], densities: dict[str, list[dict[str, Any]]],
-                figures: list[tuple[str, bytes]]) -> str:
+                figures: list[tuple[str, bytes]],
+                sections: list[tuple[str, str]] | None = None) -> str:
     """The page: runs, levels and per-layer tables, figures (PNG data URIs), configurations."""
     title = "ticketlab report: " + ", ".join(r.name for r in runs)
     parts = [f"<h1>{escape(title)}</h1><ul>"]
@@ -87,6 +102,8 @@ def render_html(runs: list[Run], densities: dict[str, list[dict[str, Any]]],
     parts.append("<h2>Per-layer density of the ticket masks (%)</h2>")
     for run in runs:
         parts.append(f"<h3>{escape(run.name)}</h3>{densities_html(densities[run.name])}")
+    for heading, body in sections or []:
+        parts.append(f"<h2>{escape(heading)}</h2>{body}")
     parts.append("<h2>Figures</h2>")
     for caption, png in figures:
         data = base64.b64encode(png).decode("ascii")

@@ -79,6 +79,8 @@ def run_labels(sciences: list[dict[str, Any]], names: list[str]) -> list[str]:
     def part(key: str, flat: dict[str, Any]) -> str:
         if key == "one_shot":  # present only in one-shot runs
             return "iterative" if flat.get(key) is None else "one-shot"
+        if key == "pruning.criterion":  # absent at its default
+            return f"criterion={flat.get(key, 'large_final')}"
         return f"{_short(key, keys)}={_value(flat.get(key, ...))}"
 
     labels = [", ".join(part(k, f) for k in differing) for f in flats]
