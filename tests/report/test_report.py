@@ -125,8 +125,10 @@ def test_labels_and_variants():
     b = {"rewind": "0it", "pruning": {"scope": "global", "rates": {"fc": 0.5}}}
     assert run_labels([a, b], ["A", "B"]) == ["scope=layerwise, rates.fc=0.2",
                                               "scope=global, rates.fc=0.5"]
-    assert run_labels([a, {**a, "one_shot": [0.5]}], ["A", "B"]) == ["one_shot=-",
-                                                                     "one_shot=0.5"]
+    assert run_labels([a, {**a, "one_shot": [0.5]}], ["A", "B"]) == ["iterative", "one-shot"]
+    pruning = {**a["pruning"], "criterion": "movement"}
+    assert run_labels([a, {**a, "pruning": pruning}], ["A", "B"]) == \
+        ["criterion=large_final", "criterion=movement"]
     assert run_labels([a], ["A"]) == ["A"]
     assert run_labels([a, a], ["A", "B"]) == ["A", "B"]
     record = {"seed": 0, "level": 1, "density": 0.5, "early_stop_iteration": 10,
