@@ -80,13 +80,15 @@ def _names(text: str) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------- commands
 
-FIND_HELP = """Find lottery tickets by iterative magnitude pruning (IMP) with rewinding.
+FIND_HELP = """Find lottery tickets by iterative magnitude pruning (IMP) with rewinding, or
+by one-shot pruning (--one-shot, --threshold).
 
 With no options it runs the embedded default: LeNet-300-100 on scikit-learn's 8x8 digits,
 10 levels, with the reinit and random controls (under a minute on 2 CPU cores). Settings come
-from the defaults, then --config FILE (TOML, keys named like the options), then the options.
-Results go to OUT/imp_<model>_<dataset>_<hash>/; the same command resumes an interrupted run
-and prints a finished one without recomputing it."""
+from the defaults, then --preset NAME (see `ticketlab presets`), then --config FILE (TOML,
+keys named like the options), then the options. Results go to
+OUT/imp_<model>_<dataset>_<hash>/ (oneshot_... for one-shot); the same command resumes an
+interrupted run and prints a finished one without recomputing it."""
 
 
 CRITERIA_HELP = """Compare mask criteria (Zhou et al. 2019): for each criterion, prune the
@@ -97,7 +99,8 @@ write one report overlaying all criteria into --report. Takes every option of `f
 
 
 def add_find(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("find", help="run iterative magnitude pruning", description=FIND_HELP,
+    p = sub.add_parser("find", help="find tickets: iterative or one-shot pruning, controls",
+                       description=FIND_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_experiment_arguments(p)
     p.set_defaults(func=cmd_find)
@@ -161,7 +164,8 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rewind", metavar="STEP", help="rewind point: 0it (the original ticket) or "
                    "later, e.g. 500it or 1ep (late rewinding)")
     g.add_argument("--controls", type=_names, metavar="LIST",
-                   help=f"controls per level: {','.join(CONTROLS)} or none")
+                   help=f"controls and mask actions trained beside each ticket: "
+                   f"{','.join(CONTROLS)} or none (default reinit,random)")
     g.add_argument("--seeds", type=_ints, metavar="LIST", help="independent trials, e.g. 0,1,2")
     g = p.add_argument_group("training")
     g.add_argument("--train", metavar="STEPS", help="budget per level, e.g. 50000it or 40ep")
