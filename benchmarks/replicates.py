@@ -7,6 +7,12 @@ stacked weights). Each measurement is the best of `--repeats` interleaved rounds
 `--steps` iterations. It prints the ratio `N seeds / 1 seed` as `N.Nx`; the sequential
 cost of N seeds is N.0x by construction.
 
+On a CPU the floor is high: one LeNet step already spends about half its time in matrix
+products running at the machine's matmul rate (see train_throughput.py's roofline), and N
+replicates need N times those FLOPs plus N times Adam's memory traffic, so together can only
+save the other half's overheads. On a GPU, where one small model leaves the device idle,
+replicates come close to free; that is why `--vectorize` is the default there only.
+
 Run:
     python benchmarks/replicates.py              # ~1-2 min on an idle 2-core machine
     python benchmarks/replicates.py --quick      # smoke test
