@@ -151,13 +151,16 @@ def curves_figure(runs: list[Run], levels: list[int] | None = None) -> Figure:
 
     fig, axes = _figure(len(runs))
     variants = _variants(runs)
+    settled: list[float] = []  # accuracies after the first tenth of training
     for run, ax in zip(runs, axes):
         chosen = default_curve_levels(run.stats) if levels is None else levels
         rows = [row for row in run.stats if row["level"] in chosen]
         for i, row in enumerate(rows):
             for v in row["variants"]:
-                ax.plot(*_mean_curve(run, row["level"], v), color=f"C{i % 10}",
-                        linestyle=_linestyle(v, variants), linewidth=1.2)
+                xs, ys = _mean_curve(run, row["level"], v)
+                ax.plot(xs, ys, color=f"C{i % 10}", linestyle=_linestyle(v, variants),
+                        linewidth=1.2)
+                settled += [y for x, y in zip(xs, ys) if xs and x >= 0.1 * max(xs)]
         handles = [Line2D([], [], color=f"C{i % 10}", label=f"{pct_label(row['remaining'])}%")
                    for i, row in enumerate(rows)]
         handles += [Line2D([], [], color="gray", linestyle=_linestyle(v, variants), label=v)
@@ -167,6 +170,10 @@ def curves_figure(runs: list[Run], levels: list[int] | None = None) -> Figure:
         ax.set_xlabel("training iteration")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
+    if settled:  # like the paper's Figure 3: zoom on where the curves differ, not on the rise
+        low, high = min(settled), max(settled)
+        margin = max(0.1 * (high - low), 0.1)
+        axes[0].set_ylim(low - margin, min(100.0, high + margin))
     fig.suptitle(f"Test accuracy during training ({_seeds_note(runs)})", fontsize=10)
     return fig
 
