@@ -67,6 +67,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _fractions(text: str) -> tuple[float, ...]:
+    if text.strip() in ("", "none"):
+        return ()
     try:
         return tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -506,7 +508,7 @@ def build_parser() -> Parser:
                        "density. Writes RUN_DIR/supermask/seed_<s>_<action>.{json,csv,png,svg}.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--densities", type=_fractions, default=(0.5, 0.2, 0.1, 0.05, 0.02),
-                   metavar="LIST", help="fractions kept (default 0.5,0.2,0.1,0.05,0.02)")
+                   metavar="LIST", help="fractions kept (default 0.5,0.2,0.1,0.05,0.02; or none)")
     p.add_argument("--criteria", type=_names, metavar="LIST", help="criteria to score (default: "
                    "large_final, magnitude_increase, large_init_large_final, large_init, "
                    "movement, small_final, random; none for none); same-sign variants are added")

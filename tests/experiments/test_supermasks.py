@@ -68,3 +68,11 @@ def test_learned_supermask_row(dense_run):
     assert [r["criterion"] for r in records] == ["dense", "learned", "learned_sampled"]
     assert records[1]["test_accuracy"] > 0.5  # digits: chance is 0.1
     assert (dense_run.root / "supermask" / "seed_0_learned_mask.safetensors").is_file()
+
+
+def test_supermask_cli_with_no_densities_or_criteria(dense_run, capsys):
+    code, _, _ = cli(capsys, "supermask", str(dense_run.root), "--densities", "none",
+                       "--criteria", "none", "--alpha", "0.5", "--quiet", "--device", "cpu")
+    assert code == 0
+    saved = json.loads((dense_run.root / "supermask" / "seed_0_rewind.json").read_text())
+    assert [r["criterion"] for r in saved] == ["dense", "threshold", "random_mask"]
