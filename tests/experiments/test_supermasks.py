@@ -50,7 +50,8 @@ def test_supermask_cli(dense_run, capsys):
     assert (dense_run.root / "supermask" / "seed_0_rewind.png").read_bytes()[:4] == b"\x89PNG"
     for argv, needle in [(["--criteria", "biggest"], "unknown criterion 'biggest'"),
                          (["--densities", "1.5"], "(0, 1)"),
-                         (["--seed", "7"], "seed 7 has no finished dense level")]:
+                         (["--seed", "7"], "seed 7 has no finished dense level"),
+                         (["--alpha", "-1"], "alpha must be a finite number >= 0")]:
         code, _, err = cli(capsys, "supermask", str(dense_run.root), "--quiet", *argv)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
 

@@ -9,6 +9,7 @@ where one exists, and every density with a random mask of the same per-tensor co
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ticketlab.config import ExperimentConfig, derive_seed
@@ -61,6 +62,9 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
     for d in densities:
         if not 0 < d < 1:
             raise TicketlabError(f"density must be a fraction in (0, 1), got {d}")
+    if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
+        raise TicketlabError(f"alpha must be a finite number >= 0 (the course uses 0 to 2), "
+                             f"got {alpha}")
     config = ExperimentConfig.from_science(store.config()["science"])
     seeds = sorted({r["seed"] for r in store.summary()["records"] if r["level"] == 0})
     if not seeds:
