@@ -137,7 +137,7 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
     (["find", "--criterion", "largest"], "unknown criterion 'largest'"),
     (["find", "--one-shot", "0.5,2"], "one-shot density must be a fraction in (0, 1)"),
     (["find", "--preset", "lenet"], "unknown preset 'lenet'"),
-    (["find", "--threshold", "-1"], "threshold alpha must be a number >= 0"),
+    (["find", "--threshold", "-1"], "threshold alpha must be a finite number >= 0"),
     (["find", "--threshold", "1", "--one-shot", "0.5"], "give one of them"),
     (["find", "--optimizer", "lion"], "invalid choice"),
     (["find", "--device", "tpu"], "unknown device"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -196,7 +195,7 @@ class ExperimentConfig:
         _choice("optimizer", t.optimizer, OPTIMIZERS)
         _choice("schedule", t.schedule, SCHEDULES)
         _choice("scope", p.scope, SCOPES)
-        from ticketlab.pruning.criteria import CRITERIA
+        from ticketlab.pruning.criteria import CRITERIA, check_alpha
         _choice("criterion", p.criterion, tuple(CRITERIA))
         for c in self.controls:
             _choice("control", c, CONTROLS)
@@ -209,9 +208,7 @@ class ExperimentConfig:
         if len(set(self.one_shot)) != len(self.one_shot):
             raise TicketlabError("one-shot densities repeat: list each once")
         if p.threshold is not None:
-            if not (math.isfinite(p.threshold) and p.threshold >= 0):
-                raise TicketlabError(f"threshold alpha must be a number >= 0, got {p.threshold} "
-                                     "(the course project uses 1)")
+            check_alpha(p.threshold)
             if self.one_shot:
                 raise TicketlabError("--threshold and --one-shot both choose the one-shot "
                                      "masks: give one of them")

@@ -9,7 +9,6 @@ where one exists, and every density with a random mask of the same per-tensor co
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ticketlab.config import ExperimentConfig, derive_seed
@@ -25,7 +24,7 @@ from ticketlab.pruning import (
     rates_for_density,
     threshold_mask,
 )
-from ticketlab.pruning.criteria import CRITERIA
+from ticketlab.pruning.criteria import CRITERIA, check_alpha
 from ticketlab.supermask import evaluate_supermask, train_supermask
 
 DEFAULT_CRITERIA = ("large_final", "magnitude_increase", "large_init_large_final",
@@ -62,9 +61,8 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
     for d in densities:
         if not 0 < d < 1:
             raise TicketlabError(f"density must be a fraction in (0, 1), got {d}")
-    if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
-        raise TicketlabError(f"alpha must be a finite number >= 0 (the course uses 0 to 2), "
-                             f"got {alpha}")
+    if alpha is not None:
+        check_alpha(alpha)
     config = ExperimentConfig.from_science(store.config()["science"])
     seeds = sorted({r["seed"] for r in store.summary()["records"] if r["level"] == 0})
     if not seeds:

@@ -188,6 +188,13 @@ def prune_by_criterion(name: str, init: Mapping[str, Tensor], final: Mapping[str
     return prune(mask, scores, rates, scope=scope, exclude=exclude)
 
 
+def check_alpha(alpha: float) -> None:
+    """The threshold mask's alpha: a finite number >= 0 (one place for the message)."""
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise TicketlabError(f"threshold alpha must be a finite number >= 0 (the course project "
+                             f"uses 1; 0 to 2 is sensible), got {alpha}")
+
+
 def threshold_mask(final: Mapping[str, Tensor], mask: Mask, alpha: float) -> Mask:
     """The course project's LF mask: keep w where |w_f| > mean(|w|) + alpha * std(w).
 
@@ -196,9 +203,7 @@ def threshold_mask(final: Mapping[str, Tensor], mask: Mask, alpha: float) -> Mas
     |w|). std is the population std (numpy's default, which the notebook uses). The density
     is implied by alpha, not chosen: the caller reports `mask.density()` of the result.
     """
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise TicketlabError(f"alpha must be a finite number >= 0 (the course uses 0 to 2), "
-                             f"got {alpha}")
+    check_alpha(alpha)
     values = torch.cat([final[k].detach()[m.to(final[k].device)].double()
                         for k, m in mask.items()])
     if values.numel() == 0:
