@@ -361,7 +361,8 @@ def _loop(
             epoch = step // ipe
             orders = {s: data.epoch_order(s, epoch) for s in set(seeds)}
         i = (step % ipe) * B
-        idx = torch.cat([orders[s][i:i + B] for s in seeds])
+        idx = torch.cat([orders[s][i:i + B] for s in seeds]) if len(seeds) > 1 else \
+            orders[seeds[0]][i:i + B]  # one model: no copy in the training step
         x = data.x_train.index_select(0, idx).view(len(seeds), B, *data.x_train.shape[1:])
         y = data.y_train.index_select(0, idx).view(len(seeds), B)
         if (new_lr := lr_at(step)) != lr:
