@@ -291,3 +291,27 @@ def test_threshold_mask_run(runtime):
                               store.load_mask(Unit(0, 0, "ticket")), 1.0)
     assert store.load_mask(Unit(0, 1, "ticket")) == expected
     assert summary["records"][1]["density"] == pytest.approx(expected.density())
+
+
+def test_freeze_init_zero_mask_judges_each_weight_by_the_training_that_pruned_it(tmp_path):
+    """At level 3, weights pruned at levels 1 and 2 are judged by tickets 0 and 1, not by
+    ticket 2 (which holds them at 0, so none of them could ever be held at init)."""
+    config = tiny_config(levels=3, controls=("freeze_init_zero_mask",))
+    run_imp(config, Runtime(out=tmp_path, device="cpu"))
+    store = RunStore(tmp_path / config.run_name())
+    init = store.load_weights(Unit(0, 0, "ticket"), "rewind")
+    masks = [store.load_mask(Unit(0, j, "ticket")) for j in range(4)]
+    finals = [store.load_weights(Unit(0, j, "ticket"), "final") for j in range(3)]
+    frozen = store.load_weights(Unit(0, 3, "freeze_init_zero_mask"), "final")
+    held_earlier = 0
+    for k in masks[3]:
+        expected = torch.zeros_like(init[k])
+        for j in (1, 2, 3):
+            pruned_here = masks[j - 1][k] & ~masks[j][k]
+            grew = finals[j - 1][k].abs() >= init[k].abs()
+            expected = torch.where(pruned_here & grew, init[k], expected)
+            if j < 3:
+                held_earlier += int((pruned_here & grew).sum())
+        pruned = ~masks[3][k]
+        assert torch.equal(frozen[k][pruned], expected[pruned]), k
+    assert held_earlier > 0  # the case the old rule got wrong is present

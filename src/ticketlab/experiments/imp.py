@@ -175,7 +175,7 @@ def _prepare(ctx: Context, unit: Unit) -> Prepared:
     mask.apply_(model)
     frozen = None
     if unit.variant in MASK0_VARIANTS:  # what the pruned weights become
-        final = store.load_weights(_parent(ctx, unit), "final")
+        final = _weights_when_pruned(ctx, unit)
         frozen = {k: v.to(ctx.device) for k, v in
                   frozen_values(unit.variant, rewind, final, mask).items()}
         params = dict(model.named_parameters())
@@ -183,6 +183,26 @@ def _prepare(ctx: Context, unit: Unit) -> Prepared:
             for k, v in frozen.items():
                 params[k].add_(v)
     return model, mask, ctx.rewind, frozen
+
+
+def _weights_when_pruned(ctx: Context, unit: Unit) -> dict[str, torch.Tensor]:
+    """Each weight's trained value at the end of the training in which it was pruned.
+
+    A mask-0 action decides a pruned weight's fate from its trained value (freeze_init_zero_mask:
+    did it move away from zero?). In an iterative run the previous level's ticket holds every
+    weight pruned before that level at exactly 0, so its weights cannot decide them: a weight
+    pruned at level j is judged by ticket j-1's final weights, once, as if each mask-0
+    variant ran as its own chain (Zhou et al.), where a weight held at init stays held.
+    Kept weights take the parent's final values. One-shot levels all prune the dense network.
+    """
+    parent = _parent(ctx, unit)
+    weights = ctx.store.load_weights(parent, "final")  # decides the weights pruned just now
+    masks = [ctx.store.load_mask(Unit(unit.seed, j, "ticket")) for j in range(parent.level + 1)]
+    for j in range(1, parent.level + 1):  # pruned at level j: ticket j-1 trained them last
+        final = ctx.store.load_weights(Unit(unit.seed, j - 1, "ticket"), "final")
+        for k, m in masks[j].items():
+            weights[k] = torch.where(masks[j - 1][k] & ~m, final[k], weights[k])
+    return weights
 
 
 def run_units(ctx: Context, units: list[Unit]) -> None:
