@@ -30,7 +30,11 @@ settings, so a run borrows it from a finished run beside it that differs only in
 (say, one-shot after iterative, or another criterion). With `Runtime.vectorize` (the default on
 a GPU), the units of one level (all seeds, the ticket and its controls) train together in
 one vectorised pass (`train_replicates`); each follows the trajectory it follows alone, up
-to floating-point rounding.
+to floating-point rounding. An interrupted group resumes as the same group (the units it
+finished before the interruption ride along), so resuming stays bit-identical.
+
+Processes on the same run directory share its units: each unit is trained by the process
+holding its lock (`RunStore.try_lock`); a vectorised level is taken whole or waited for.
 """
 
 from __future__ import annotations
@@ -67,7 +71,11 @@ WAIT_POLL = 0.5  # seconds between looks at a unit another process is training
 
 
 class Reporter(Protocol):
-    """What a front end (the CLI's progress display, a notebook) hears from the engine."""
+    """What a front end (the CLI's progress display, a notebook) hears from the engine.
+
+    A reporter may also have `wait_units(units)`: called when this process waits for units
+    another process is training.
+    """
 
     def start_run(self, config: ExperimentConfig, store: RunStore, device: torch.device
                   ) -> None: ...
