@@ -187,3 +187,32 @@ def test_find_records_its_data_dir_and_readers_use_it(tmp_path, shared_data, cap
 def test_recording_the_data_dir_keeps_existing_run_names():
     # the name main gave this configuration before data dirs were recorded
     assert tiny_config(seeds=(0, 1)).run_name() == "imp_lenet_300_100_digits_591f5bb2dc"
+
+
+def test_a_unit_held_elsewhere_is_waited_for_and_a_dead_holder_blocks_nothing(runtime,
+                                                                             monkeypatch):
+    config = tiny_config(levels=0)
+    store = RunStore.create(runtime.out, config)
+    unit = Unit(0, 0, "ticket")
+    store.dir(unit).mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(store.dir(unit) / ".lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+
+    waited = []
+    class Reporter:
+        def start_run(self, *args): pass
+        def start_units(self, *args): return None
+        def end_unit(self, *args): pass
+        def wait_units(self, units): waited.append(units)
+    monkeypatch.setattr(imp.interrupt, "requested", lambda: True)  # Ctrl-C while waiting
+    with pytest.raises(KeyboardInterrupt):
+        run_imp(config, runtime, Reporter())
+    assert waited == [[unit]] and not store.done(unit)
+    monkeypatch.undo()
+
+    holder.kill()  # a killed process's lock goes with it
+    holder.wait()
+    assert [r["level"] for r in run_imp(config, runtime)["records"]] == [0]
