@@ -282,6 +282,15 @@ class RichReporter:
                 self.progress.remove_task(task)
         return update
 
+    def wait_units(self, units: list[Unit]) -> None:
+        """Another process trains these units of the run: this one waits for them."""
+        if self.quiet:
+            return
+        names = ", ".join(f"{u.variant} seed {u.seed}" for u in units)
+        self.progress.console.print(
+            f"level {units[0].level}: waiting for {names}, which another process is training",
+            highlight=False, soft_wrap=True)
+
     def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None:
         if self.quiet:
             return
@@ -522,7 +531,8 @@ def build_parser() -> Parser:
     p.add_argument("--action", choices=("rewind", "signed_constant"), default="rewind",
                    help="kept weights at their initial values (default) or +-std with the "
                    "initial signs")
-    p.add_argument("--data-dir", type=Path, help="folder with the dataset files")
+    p.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: "
+                   "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no spinner")
     p.set_defaults(func=cmd_supermask)

@@ -30,12 +30,16 @@ settings, so a run borrows it from a finished run beside it that differs only in
 (say, one-shot after iterative, or another criterion). With `Runtime.vectorize` (the default on
 a GPU), the units of one level (all seeds, the ticket and its controls) train together in
 one vectorised pass (`train_replicates`); each follows the trajectory it follows alone, up
-to floating-point rounding.
+to floating-point rounding. An interrupted group resumes as the same group (the units it
+finished before the interruption ride along), so resuming stays bit-identical.
+
+Processes on the same run directory share its units: each unit is trained by the process
+holding its lock (`RunStore.try_lock`); a vectorised level is taken whole or waited for.
 """
 
 from __future__ import annotations
 
-import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,9 +47,9 @@ from typing import Any, Protocol
 import torch
 
 from ticketlab.config import ExperimentConfig, Runtime, Step, derive_seed
-from ticketlab.data import Dataset, load_dataset
+from ticketlab.data import SOURCES, Dataset, load_dataset, resolve_data_dir
 from ticketlab.errors import TicketlabError
-from ticketlab.experiments.store import RunStore, Unit
+from ticketlab.experiments.store import RunStore, Unit, UnitLock
 from ticketlab.models import build_model
 from ticketlab.pruning import (
     Mask,
@@ -57,16 +61,21 @@ from ticketlab.pruning import (
     rates_for_density,
     threshold_mask,
 )
-from ticketlab.training import EarlyStop, train, train_replicates, vectorizable
-from ticketlab.training.loop import Checkpoint, Progress
+from ticketlab.training import EarlyStop, interrupt, train, train_replicates, vectorizable
+from ticketlab.training.loop import Progress
 
 Prepared = tuple[torch.nn.Module, Mask, int, dict[str, torch.Tensor] | None]
 MASK1_VARIANTS = ("reshuffle", "signed_constant", "random_signed_constant")
 MASK0_VARIANTS = ("freeze_init", "freeze_init_zero_mask")
+WAIT_POLL = 0.5  # seconds between looks at a unit another process is training
 
 
 class Reporter(Protocol):
-    """What a front end (the CLI's progress display, a notebook) hears from the engine."""
+    """What a front end (the CLI's progress display, a notebook) hears from the engine.
+
+    A reporter may also have `wait_units(units)`: called when this process waits for units
+    another process is training.
+    """
 
     def start_run(self, config: ExperimentConfig, store: RunStore, device: torch.device
                   ) -> None: ...
@@ -113,15 +122,18 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
     ipe = data.iterations_per_epoch(config.training.batch_size)
     rewind, end = config.budget(ipe)
     store = RunStore.create(runtime.out, config, runtime.command)
+    if config.data.dataset in SOURCES:  # read from files: say where, for later commands
+        store.record_data_dir(resolve_data_dir(runtime.data_dir))
     eval_every = Step.parse(config.training.eval_every).iterations(ipe)
     ctx = Context(config, runtime, store, data, device, rewind, end, eval_every, reporter,
                   store.siblings(config.dense_science()))
     if reporter:
         reporter.start_run(config, ctx.store, device)
-    for level in range(config.n_levels + 1):
-        variants = ("ticket", *config.controls) if level else ("ticket",)
-        run_units(ctx, [Unit(seed, level, v) for seed in config.seeds for v in variants])
-    return ctx.store.write_summary()
+    with store.session():  # cleans up after killed processes when it is alone on the run
+        for level in range(config.n_levels + 1):
+            variants = ("ticket", *config.controls) if level else ("ticket",)
+            run_units(ctx, [Unit(seed, level, v) for seed in config.seeds for v in variants])
+        return ctx.store.write_summary()
 
 
 def _new_model(ctx: Context, seed: int) -> torch.nn.Module:
@@ -206,40 +218,128 @@ def _weights_when_pruned(ctx: Context, unit: Unit) -> dict[str, torch.Tensor]:
 
 
 def run_units(ctx: Context, units: list[Unit]) -> None:
-    """Trains the units of one level that are not done yet: together, or one by one."""
-    store = ctx.store
-    todo = []
-    for unit in units:
-        if unit.level == 0 and not store.done(unit):
-            donor = next((s for s in ctx.siblings if s.done(unit)), None)
-            if donor:  # the same dense training, already done in another run: copy it
-                store.adopt(unit, donor)
-        if store.done(unit):
-            if ctx.reporter:
-                ctx.reporter.end_unit(unit, store.result(unit), reused=True)
-        else:
-            todo.append(unit)
-    if not todo:
+    """Trains the units of one level that are not done yet: together, or one by one.
+
+    Processes working on the same run share the units: a unit is trained by the process
+    holding its lock (`RunStore.try_lock`); the others take the level's other units, then
+    wait for the ones held elsewhere (the next level is cut from this one's tickets).
+    """
+    pending = [u for u in units if not _reused(ctx, u, adopt=False)]
+    if not pending:
         return
-    prepared = [_start(ctx, u) for u in todo]
     vectorize = ctx.runtime.vectorize
     if vectorize is None:
         vectorize = ctx.device.type == "cuda"
-    if vectorize and len(todo) > 1 and vectorizable(prepared[0][0]):
-        _train_together(ctx, todo, prepared)
+    model = _new_model(ctx, 0) if vectorize else None
+    if model is not None and vectorizable(model) and (
+            len(pending) > 1 or ctx.store.groups(pending[0].level)):
+        _run_together(ctx, pending)
+    else:
+        _run_one_by_one(ctx, pending)
+
+
+def _reused(ctx: Context, unit: Unit, adopt: bool = True) -> bool:
+    """Whether the unit is done (or, under its lock, copied from a sibling run's level 0)."""
+    store = ctx.store
+    if adopt and unit.level == 0 and not store.done(unit):
+        donor = next((s for s in ctx.siblings if s.done(unit)), None)
+        if donor:  # the same dense training, already done in another run: copy it
+            store.adopt(unit, donor)
+    if not store.done(unit):
+        return False
+    if ctx.reporter:
+        ctx.reporter.end_unit(unit, store.result(unit), reused=True)
+    return True
+
+
+def _run_one_by_one(ctx: Context, pending: list[Unit]) -> None:
+    held = []
+    for unit in pending:
+        ticket = Unit(unit.seed, unit.level, "ticket")
+        if unit.level and unit != ticket and not (ctx.store.dir(ticket) / "mask.safetensors"
+                                                  ).is_file():
+            held.append(unit)  # its ticket's mask is being cut by another process
+            continue
+        lock = ctx.store.try_lock(unit)
+        if lock is None:
+            held.append(unit)
+            continue
+        with lock:
+            if not _reused(ctx, unit):
+                _train_alone(ctx, unit)
+    for unit in held:
+        with _wait_for(ctx, [unit]):
+            if not _reused(ctx, unit):
+                _train_alone(ctx, unit)
+
+
+def _wait_for(ctx: Context, units: list[Unit]) -> UnitLock:
+    """Blocks until no other process holds units[0]; returns its lock (ours now)."""
+    lock = ctx.store.try_lock(units[0])
+    if lock is None:
+        tell = getattr(ctx.reporter, "wait_units", None)
+        if tell:
+            tell(units)
+        while lock is None:
+            if interrupt.requested():
+                raise KeyboardInterrupt
+            time.sleep(WAIT_POLL)
+            lock = ctx.store.try_lock(units[0])
+    return lock
+
+
+def _run_together(ctx: Context, pending: list[Unit]) -> None:
+    """All of a level's pending units in one group, as a single process would train them:
+    units held by another process are waited for (and then done) before any is taken."""
+    while pending:
+        locks: list[UnitLock] = []
+        for unit in pending:
+            lock = ctx.store.try_lock(unit)
+            if lock is None:
+                break
+            locks.append(lock)
+        try:
+            if len(locks) == len(pending):
+                _train_groups(ctx, [u for u in pending if not _reused(ctx, u)])
+                return
+        finally:
+            for lock in locks:
+                lock.release()
+        _wait_for(ctx, pending[len(locks):]).release()
+        pending = [u for u in pending if not _reused(ctx, u, adopt=False)]
+
+
+def _train_groups(ctx: Context, todo: list[Unit]) -> None:
+    """Resumes the level's interrupted groups as the same groups (units already finished
+    ride along unrecorded, so the others get the numbers of an uninterrupted run), then
+    trains what is left together."""
+    if not todo:
         return
-    for unit, (model, mask, start, frozen) in zip(todo, prepared):
-        progress = ctx.reporter.start_units([unit], start, ctx.end) if ctx.reporter else None
-        on_snapshot: Callable | None = None
-        if unit.level == 0:
-            on_snapshot = lambda state, unit=unit: store.save_weights(unit, "rewind", state)
-        metrics = train(
-            model, ctx.data, ctx.config.training, seed=unit.seed, start=start, end=ctx.end,
-            eval_every=ctx.eval_every, mask=mask.to(ctx.device), frozen=frozen,
-            snapshot_at=ctx.rewind if unit.level == 0 else None, on_snapshot=on_snapshot,
-            checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every), progress=progress,
-        )
-        _finish(ctx, unit, model, mask, start, metrics)
+    for group in ctx.store.groups(todo[0].level):
+        rest = [u for u in group if not ctx.store.done(u)]
+        if rest and set(rest) <= set(todo):
+            _train_together(ctx, group)
+            todo = [u for u in todo if u not in rest]
+    if len(todo) > 1:
+        _train_together(ctx, todo)
+    elif todo:
+        _train_alone(ctx, todo[0])
+
+
+def _train_alone(ctx: Context, unit: Unit) -> None:
+    store = ctx.store
+    model, mask, start, frozen = _start(ctx, unit)
+    progress = ctx.reporter.start_units([unit], start, ctx.end) if ctx.reporter else None
+    on_snapshot: Callable | None = None
+    if unit.level == 0:
+        on_snapshot = lambda state: store.save_weights(unit, "rewind", state)
+    metrics = train(
+        model, ctx.data, ctx.config.training, seed=unit.seed, start=start, end=ctx.end,
+        eval_every=ctx.eval_every, mask=mask.to(ctx.device), frozen=frozen,
+        snapshot_at=ctx.rewind if unit.level == 0 else None, on_snapshot=on_snapshot,
+        checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every), progress=progress,
+    )
+    _finish(ctx, unit, model, mask, start, metrics)
 
 
 def _start(ctx: Context, unit: Unit) -> Prepared:
@@ -251,25 +351,32 @@ def _start(ctx: Context, unit: Unit) -> Prepared:
     return prepared
 
 
-def _train_together(ctx: Context, units: list[Unit], prepared: list[Prepared]) -> None:
-    store, start = ctx.store, prepared[0][2]
-    models = [p[0] for p in prepared]
-    masks = [p[1].to(ctx.device) for p in prepared]
-    names = ",".join(u.relpath() for u in units)
-    group = hashlib.sha256(names.encode()).hexdigest()[:8]
-    checkpoint = Checkpoint(store.root / "checkpoints" / f"level_{units[0].level:02d}_{group}.pt",
-                            ctx.runtime.checkpoint_every)
+def _train_together(ctx: Context, units: list[Unit]) -> None:
+    """Trains `units` in one vectorised pass; those already done (a resumed group's) are
+    trained again for the others' sake, but their files are left as they are."""
+    store = ctx.store
+    riders = [store.done(u) for u in units]
+    prepared = [_prepare(ctx, u) if done else _start(ctx, u) for u, done in zip(units, riders)]
+    start = prepared[0][2]
+    checkpoint = store.group(units, ctx.runtime.checkpoint_every)[0]
+    store.write_group(units)
     progress = ctx.reporter.start_units(units, start, ctx.end) if ctx.reporter else None
+
+    def on_snapshot(i: int, state: dict[str, torch.Tensor]) -> None:
+        if not riders[i]:
+            store.save_weights(units[i], "rewind", state)
+
     metrics = train_replicates(
-        models, ctx.data, ctx.config.training, seeds=[u.seed for u in units], start=start,
-        end=ctx.end, eval_every=ctx.eval_every, masks=masks, frozen=[p[3] for p in prepared],
-        snapshot_at=ctx.rewind if units[0].level == 0 else None,
-        on_snapshot=lambda i, state: store.save_weights(units[i], "rewind", state),
+        [p[0] for p in prepared], ctx.data, ctx.config.training,
+        seeds=[u.seed for u in units], start=start, end=ctx.end, eval_every=ctx.eval_every,
+        masks=[p[1].to(ctx.device) for p in prepared], frozen=[p[3] for p in prepared],
+        snapshot_at=ctx.rewind if units[0].level == 0 else None, on_snapshot=on_snapshot,
         checkpoint=checkpoint, progress=progress,
     )
-    for unit, (model, mask, _, _), m in zip(units, prepared, metrics):
-        _finish(ctx, unit, model, mask, start, m)
-    checkpoint.clear()
+    for unit, (model, mask, _, _), m, done in zip(units, prepared, metrics, riders):
+        if not done:
+            _finish(ctx, unit, model, mask, start, m)
+    store.clear_group(units)
 
 
 def _finish(ctx: Context, unit: Unit, model: torch.nn.Module, mask: Mask, start: int,

@@ -10,16 +10,25 @@
         metrics.csv                    iteration, split, loss, accuracy
         result.json                    its record; written last, it marks the unit done
         checkpoint.pt                  only while the unit trains (resume point)
+        .lock                          held (flock) by the process training the unit
       seed_<s>/level_00/ticket/init.safetensors   the weights at step 0
+      checkpoints/level_<LL>_<group>.{pt,json}    units trained together: resume point, members
 
 Every file is written atomically, so a killed run leaves complete files or none, and a unit
-is done exactly when its result.json exists.
+is done exactly when its result.json exists. Several processes may work on one run: each
+unit is trained by the one process that holds its lock, and the OS releases a lock when its
+process dies, so a killed process never blocks the run.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +48,11 @@ from ticketlab.io import (
 )
 from ticketlab.pruning.mask import Mask
 from ticketlab.training.loop import Checkpoint, Eval
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): one process per run directory, as before
+    fcntl = None  # type: ignore[assignment]
 
 VARIANTS = ("ticket", "reinit", "random", "reshuffle", "signed_constant",
             "random_signed_constant", "freeze_init", "freeze_init_zero_mask")
@@ -181,5 +195,166 @@ class RunStore:
         return summary
 
     def summary(self) -> dict[str, Any]:
-        path = self.root / "summary.json"
-        return read_json(path) if path.exists() else self.write_summary()
+        """Rebuilt from the units' records, never read from summary.json: a process killed
+        between a unit's result.json and the summary update leaves that file behind."""
+        return {"run": self.root.name, "hash": self.config()["hash"], "records": self.records()}
+
+    # ------------------------------------------------------------------ data source
+
+    def record_data_dir(self, data_dir: Path) -> None:
+        """Notes in config.json (outside the hash) where `find` found the dataset, so the
+        commands that read the run find it without --data-dir; writes only on a change."""
+        config = self.config()
+        value = str(Path(data_dir).expanduser().resolve())
+        if config.get("data_dir") != value:
+            write_json(self.root / "config.json", {**config, "data_dir": value})
+
+    def data_dir(self) -> Path | None:
+        """The dataset folder `find` used (None for runs made before it was recorded, or if
+        that folder is gone)."""
+        value = self.config().get("data_dir")
+        return Path(value) if value and Path(value).is_dir() else None
+
+    # ------------------------------------------------------------------ concurrency
+
+    def try_lock(self, unit: Unit) -> UnitLock | None:
+        """The unit's lock if no other process holds it (None otherwise); never waits."""
+        return UnitLock.take(self.dir(unit) / ".lock")
+
+    def group(self, units: list[Unit], every: float = 60.0) -> tuple[Checkpoint, Path]:
+        """The resume point of units trained together, and the file naming its members
+        (the checkpoint's name is that of runs made before the members were recorded)."""
+        names = ",".join(u.relpath() for u in units)
+        stem = f"level_{units[0].level:02d}_{hashlib.sha256(names.encode()).hexdigest()[:8]}"
+        folder = self.root / "checkpoints"
+        return Checkpoint(folder / f"{stem}.pt", every), folder / f"{stem}.json"
+
+    def write_group(self, units: list[Unit]) -> None:
+        write_json(self.group(units)[1], {"units": [u.relpath() for u in units]})
+
+    def clear_group(self, units: list[Unit]) -> None:
+        checkpoint, members = self.group(units)
+        checkpoint.clear()
+        members.unlink(missing_ok=True)
+
+    def groups(self, level: int) -> list[list[Unit]]:
+        """The groups of a level whose joint training started and did not end: a resumed
+        group trains as the same group, so its numbers are those of an uninterrupted run."""
+        found = []
+        for path in sorted((self.root / "checkpoints").glob(f"level_{level:02d}_*.json")):
+            with suppress(TicketlabError, KeyError, TypeError, ValueError):
+                found.append([_unit(name) for name in read_json(path)["units"]])
+        return found
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Held while a process works on the run (a shared lock). The process alone on it
+        when it starts or ends cleans up what killed processes left behind."""
+        lock = UnitLock.take(self.root / ".lock")
+        if lock is None:  # others work on it: join them
+            lock = _shared(self.root / ".lock")
+        elif lock.fd is not None:
+            self.clean_up()
+        lock.convert(shared=True, wait=True)
+        try:
+            yield
+        finally:
+            if lock.fd is not None and lock.convert(shared=False):
+                self.clean_up()
+            lock.release()
+
+    def clean_up(self, min_age: float = 60.0) -> None:
+        """Removes temporary files of interrupted atomic writes (older than `min_age`
+        seconds: a command that reads the run may be writing one) and resume points no
+        training will use again (their units are done)."""
+        now = time.time()
+        stale = [p for p in self.root.rglob(".*.tmp") if _age(p, now) >= min_age]
+        stale += [p for p in self.root.glob("seed_*/level_*/*/checkpoint.pt")
+                  if (p.parent / "result.json").is_file()]
+        folder = self.root / "checkpoints"
+        for stem in sorted({p.stem for p in folder.glob("level_*_*.pt")}
+                           | {p.stem for p in folder.glob("level_*_*.json")}):
+            if self._group_over(folder / f"{stem}.json"):
+                stale += [folder / f"{stem}.pt", folder / f"{stem}.json"]
+        for path in stale:
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
+
+    def _group_over(self, members: Path) -> bool:
+        """Whether every unit of a group is done (its checkpoint will never be read)."""
+        if members.is_file():
+            try:
+                return all(self.done(_unit(name)) for name in read_json(members)["units"])
+            except (TicketlabError, KeyError, TypeError, ValueError):
+                return False  # unreadable: leave it to the user
+        # written before groups named their members: every unit trained together had its
+        # folder made before training, so the group is over when all of the level's are done
+        level = members.stem.split("_")[1]
+        return all((f / "result.json").is_file()
+                   for f in self.root.glob(f"seed_*/level_{level}/*"))
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _shared(path: Path) -> UnitLock:
+    lock = UnitLock(os.open(path, os.O_RDWR | os.O_CREAT, 0o666) if fcntl else None)
+    lock.convert(shared=True, wait=True)
+    return lock
+
+
+def _unit(relpath: str) -> Unit:
+    seed, level, variant = relpath.split("/")
+    return Unit(int(seed.removeprefix("seed_")), int(level.removeprefix("level_")), variant)
+
+
+class UnitLock:
+    """An advisory lock (flock) on a file: the OS releases it when its process dies."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd  # None: a lock that guards nothing (no flock, or read-only media)
+
+    @classmethod
+    def take(cls, path: Path) -> UnitLock | None:
+        """Exclusive, without waiting: None when another process holds it. Where no lock
+        file can be made (read-only media, no flock) it is granted: nothing is written there
+        that a lock would guard."""
+        if fcntl is None:
+            return cls(None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return cls(None)
+        lock = cls(fd)
+        if not lock.convert(shared=False):
+            lock.release()
+            return None
+        return lock
+
+    def convert(self, shared: bool, wait: bool = False) -> bool:
+        """To a shared or an exclusive lock; False if another process prevents it (the lock
+        held before may then be lost: flock converts by unlocking first)."""
+        if self.fd is None:
+            return True
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                        | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> UnitLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -73,6 +73,8 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
         raise TicketlabError(f"seed {seed} has no finished dense level here: choose one of "
                              f"{','.join(map(str, seeds))}")
     dev = resolve_device(device)
+    if data_dir is None:  # where `find` found the data (runs made since it is recorded)
+        data_dir = store.data_dir()
     data = load_dataset(config.data.dataset, data_dir=data_dir, device=dev,
                         validation_size=config.data.validation_size,
                         split_seed=config.data.split_seed)
