@@ -19,9 +19,9 @@ make a loaded run slow). It prints steps/s and the ratios as `N.Nx`.
 Run:
     python benchmarks/threads.py            # about 2-3 minutes on a 2-core machine
     python benchmarks/threads.py --quick    # smoke test, under a minute
-Options: --rounds R (3), --mnist-steps S (300), --digits-steps S (840), --cap SECONDS (6:
-a measurement still running then stops at its next evaluation), --data-dir DIR (default:
-$TICKETLAB_DATA, else ../shared/data from the repo).
+Options: --rounds R (3), --mnist-steps S (300), --digits-steps S (840), --cap SECONDS (4:
+a measurement still running then stops at its next multiple of 50 iterations),
+--data-dir DIR (default: $TICKETLAB_DATA, else ../shared/data from the repo).
 """
 
 from __future__ import annotations
@@ -75,15 +75,15 @@ class _Enough(Exception):
 def steps_per_second(data: Dataset, steps: int, threads: int, loaded: bool,
                      cap: float = float("inf")) -> float:
     """Iterations per second of one unit's training, evaluations included. A measurement
-    that passes `cap` seconds stops at the next evaluation (a multiple of 100 iterations,
-    so evaluations keep their share), which bounds the collapsed settings' wall time."""
+    that passes `cap` seconds stops at the next multiple of 50 iterations, which bounds the
+    collapsed settings' wall time (it then counts at most one evaluation fewer)."""
     torch.set_num_threads(threads)
     model = build_model("lenet_300_100", data.input_shape, data.num_classes, seed=0)
     done = steps
 
     def stop_when_capped(step: int, _: float | None) -> None:
         nonlocal done
-        if step % 100 == 0 and time.perf_counter() - t0 > cap:
+        if time.perf_counter() - t0 > cap:
             done = step
             raise _Enough
 
@@ -100,8 +100,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--mnist-steps", type=int, default=300)
     ap.add_argument("--digits-steps", type=int, default=840)
-    ap.add_argument("--cap", type=float, default=6.0,
-                    help="seconds after which a measurement stops at its next evaluation")
+    ap.add_argument("--cap", type=float, default=4.0,
+                    help="seconds after which a measurement stops (at a multiple of 50 it)")
     ap.add_argument("--data-dir", type=Path,
                     default=os.environ.get("TICKETLAB_DATA", REPO.parent / "shared" / "data"))
     ap.add_argument("--quick", action="store_true", help="1 round of shorter runs")
@@ -132,6 +132,7 @@ def main() -> None:
                 for load in LOADS:
                     rate = steps_per_second(data, steps, n, load == "loaded", args.cap)
                     rates.setdefault((name, n, load), []).append(rate)
+                    print(f"  {name}, {n} thread(s), {load}: {rate:.0f} steps/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
 
     others = "unknown" if busy is None else f"{busy:.1f}"
