@@ -149,8 +149,8 @@ def main() -> None:
     for name in workloads:
         r = {(n, load): med[name, n, load] for n in THREADS for load in LOADS}
         print(name)
-        print(f"  idle:   2 threads vs 1 thread: {r[2, 'idle'] / r[1, 'idle']:.1f}x")
-        print(f"  loaded: 1 thread vs 2 threads: {r[1, 'loaded'] / r[2, 'loaded']:.1f}x")
+        print(f"  1 thread vs 2 threads, idle:   {r[1, 'idle'] / r[2, 'idle']:.1f}x")
+        print(f"  1 thread vs 2 threads, loaded: {r[1, 'loaded'] / r[2, 'loaded']:.1f}x")
         print(f"  load slows 1 thread by {r[1, 'idle'] / r[1, 'loaded']:.1f}x, "
               f"2 threads by {r[2, 'idle'] / r[2, 'loaded']:.1f}x")
     print(f"(total wall time {time.perf_counter() - t_start:.0f} s)")
