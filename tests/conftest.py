@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from ticketlab.config import ExperimentConfig, Runtime, apply_overrides
 
@@ -28,3 +29,14 @@ def tiny_config(**overrides) -> ExperimentConfig:
 @pytest.fixture
 def runtime(tmp_path: Path) -> Runtime:
     return Runtime(out=tmp_path / "runs", device="cpu", quiet=True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A command run in-process sets torch's thread count for the whole process, as it
+    should; put it back, so every test runs with the count the suite started with (1 and 2
+    threads both get tested: OMP_NUM_THREADS=2 python -m pytest)."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -261,3 +261,39 @@ def test_criteria_command(tmp_path, capsys):
     code, _, err = cli(capsys, "criteria", "--report", str(tmp_path / "r3"),
                        "--out", str(tmp_path / "r3"))
     assert code == 2 and "--one-shot" in err
+
+
+def test_threads_option_is_applied_echoed_and_recorded(tmp_path, capsys):
+    code, _, err = cli(capsys, "find", "--train", "20it", "--eval-every", "10it", "--levels",
+                       "0", "--threads", "3", "--out", str(tmp_path))
+    assert code == 0, err
+    assert "device cpu, 3 threads" in err
+    assert json.loads((run_dir(tmp_path) / "config.json").read_text())["threads"] == 3
+    (tmp_path / "threads.toml").write_text("threads = 2\n")
+    code, _, err = cli(capsys, "find", "--train", "20it", "--eval-every", "10it", "--levels",
+                       "0", "--config", str(tmp_path / "threads.toml"), "--out", str(tmp_path))
+    assert code == 0, err
+    assert "device cpu, 2 threads" in err  # same run (not in the hash), count from the file
+    assert json.loads((run_dir(tmp_path) / "config.json").read_text())["threads"] == 2
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["find", "--threads", "0"], "threads must be a positive integer or auto, got '0'"),
+    (["find", "--threads", "two"], "threads must be a positive integer or auto, got 'two'"),
+    (["supermask", "run", "--threads", "1.5"], "positive integer or auto, got '1.5'"),
+])
+def test_bad_thread_counts_are_one_line_and_exit_2(tmp_path, capsys, argv, needle):
+    code, _, err = cli(capsys, *argv, "--out", str(tmp_path)) if argv[0] == "find" else \
+        cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert needle in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_thread_count_in_a_config_file(tmp_path, capsys):
+    (tmp_path / "t.toml").write_text('threads = "many"\n')
+    code, _, err = cli(capsys, "find", "--config", str(tmp_path / "t.toml"), "--out",
+                       str(tmp_path / "runs"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "threads must be a positive integer or auto, got 'many'" in err
+    assert not (tmp_path / "runs").exists()

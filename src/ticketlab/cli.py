@@ -35,6 +35,7 @@ from ticketlab.config import (
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.presets import PRESETS, preset_settings
+from ticketlab.threads import AUTO_THREADS, apply_threads, resolve_threads
 from ticketlab.training import interrupt
 
 err = Console(stderr=True)
@@ -74,6 +75,13 @@ def _fractions(text: str) -> tuple[float, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"'{text}' is not a list of fractions, e.g. 0.5,0.2,0.1") from None
+
+
+def _threads(text: str) -> int | str:
+    try:
+        return text if text == "auto" else resolve_threads(text)
+    except TicketlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -191,12 +199,20 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vectorize", action=argparse.BooleanOptionalAction, default=None,
                    help="train a level's seeds and controls together in one vectorised pass "
                    "(same results up to floating-point rounding; default: on a GPU only)")
+    add_threads_argument(g)
     g.add_argument("--quiet", action="store_true", default=None,
                    help="no progress display and no settings echo; the table is printed")
 
 
+def add_threads_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--threads", type=_threads, metavar="N", help="torch's intra-op threads: "
+                   f"auto ({AUTO_THREADS} per process, or $OMP_NUM_THREADS when set; measured by "
+                   "benchmarks/threads.py: two threads on layers this small collapse when "
+                   "another process keeps a core busy) or a count (default auto)")
+
+
 RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_every",
-                "vectorize")
+                "vectorize", "threads")
 
 
 def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
@@ -212,6 +228,9 @@ def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
 
 
 def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
+    from torch import get_num_threads
+
+    threads = get_num_threads()  # the count in force, however it was asked for
     c, t, p = config, config.training, config.pruning
     rates = p.rates_arg()
     rates = rates if isinstance(rates, float) else ",".join(f"{k}={v}" for k, v in rates.items())
@@ -235,7 +254,7 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
         f", {p.scope} pruning at {rates}{excluded}, rewind to {c.rewind}",
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
         f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
-        f"device {device}",
+        f"device {device}, {threads} thread{'s' if threads != 1 else ''}",
         f"run directory {store.root}",
     ])
 
@@ -309,6 +328,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     from ticketlab.report import levels_table
 
     config, runtime = resolve(args)
+    runtime.threads = apply_threads(runtime.threads)
     runtime.command = shlex.join(["ticketlab", *args.argv])
     with interrupt.graceful(), RichReporter(runtime) as reporter:
         try:
@@ -330,6 +350,7 @@ def cmd_criteria(args: argparse.Namespace) -> int:
     from ticketlab.report.build import write_report
 
     config, runtime = resolve(args)
+    runtime.threads = apply_threads(runtime.threads)
     runtime.command = shlex.join(["ticketlab", *args.argv])
     if not config.one_shot:
         raise TicketlabError("criteria are compared one-shot: give densities, e.g. "
@@ -534,6 +555,7 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: "
                    "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no spinner")
     p.set_defaults(func=cmd_supermask)
     sub.add_parser("presets", help="list the paper presets and their settings",
@@ -554,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if not hasattr(args, "preset"):  # find and criteria apply theirs once resolved
+            apply_threads(getattr(args, "threads", None))
         return args.func(args)
     except TicketlabError as e:
         err.print(f"ticketlab: error: {e}", highlight=False, markup=False, soft_wrap=True)

@@ -270,6 +270,9 @@ class Runtime:
     # Train a level's seeds and controls together (same science up to rounding). None: on a
     # GPU only; on a CPU one model already keeps the cores busy (benchmarks/replicates.py).
     vectorize: bool | None = None
+    # Intra-op threads: "auto" (1, or $OMP_NUM_THREADS; measured, see ticketlab.threads) or a
+    # count. Recorded in config.json outside the hash: it can change a result's last bits.
+    threads: int | str = "auto"
     command: str | None = None  # the command line, recorded in the run's config.json
 
 

@@ -315,3 +315,39 @@ def test_freeze_init_zero_mask_judges_each_weight_by_the_training_that_pruned_it
         pruned = ~masks[3][k]
         assert torch.equal(frozen[k][pruned], expected[pruned]), k
     assert held_earlier > 0  # the case the old rule got wrong is present
+
+
+def test_thread_count_is_applied_and_recorded_outside_the_hash(tmp_path):
+    class Spy:  # what torch's thread count is while the run computes
+        def start_run(self, config, store, device):
+            self.threads = torch.get_num_threads()
+
+        def start_units(self, units, start, end):
+            return None
+
+        def end_unit(self, unit, record, reused):
+            pass
+
+    config = tiny_config(levels=0, train="20it")
+    before = torch.get_num_threads()
+    runs = {}
+    for threads in (3, 2):  # counts no machine defaults to, so applying them is observable
+        spy = Spy()
+        summary = run_imp(config, Runtime(out=tmp_path, quiet=True, threads=threads), spy)
+        assert spy.threads == threads
+        assert torch.get_num_threads() == before  # the caller's count back
+        runs[threads] = summary["run"]
+        recorded = json.loads((tmp_path / summary["run"] / "config.json").read_text())
+        assert recorded["threads"] == threads  # the latest command's count
+        assert "threads" not in json.dumps(recorded["science"])
+    assert runs[3] == runs[2] == config.run_name()  # one run: the hash ignores threads
+
+
+def test_config_json_of_a_run_without_a_thread_count_stays_readable(tmp_path):
+    config = tiny_config(levels=0, train="20it")
+    store = RunStore.create(tmp_path, config, "ticketlab find")  # as runs before --threads
+    assert "threads" not in store.config()
+    run_imp(config, Runtime(out=tmp_path, quiet=True, threads=1))
+    assert store.config()["threads"] == 1
+    RunStore.create(tmp_path, config)  # a caller that does not know the count keeps it
+    assert store.config()["threads"] == 1

@@ -61,6 +61,7 @@ from ticketlab.pruning import (
     rates_for_density,
     threshold_mask,
 )
+from ticketlab.threads import using_threads
 from ticketlab.training import EarlyStop, interrupt, train, train_replicates, vectorizable
 from ticketlab.training.loop import Progress
 
@@ -111,9 +112,18 @@ class Context:
 
 def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
             reporter: Reporter | None = None) -> dict[str, Any]:
-    """Runs (or resumes, or just reads back) an IMP experiment; returns its summary."""
+    """Runs (or resumes, or just reads back) an IMP experiment; returns its summary.
+
+    Torch's intra-op thread count is `runtime.threads` while it runs (one by default, see
+    `ticketlab.threads`) and the caller's again afterwards."""
     runtime = runtime or Runtime()
     config.validate()
+    with using_threads(runtime.threads) as threads:
+        return _run_imp(config, runtime, reporter, threads)
+
+
+def _run_imp(config: ExperimentConfig, runtime: Runtime, reporter: Reporter | None,
+             threads: int) -> dict[str, Any]:
     device = resolve_device(runtime.device)
     data = load_dataset(config.data.dataset, data_dir=runtime.data_dir,
                         download=runtime.download, device=device,
@@ -121,7 +131,7 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
                         split_seed=config.data.split_seed)
     ipe = data.iterations_per_epoch(config.training.batch_size)
     rewind, end = config.budget(ipe)
-    store = RunStore.create(runtime.out, config, runtime.command)
+    store = RunStore.create(runtime.out, config, runtime.command, threads=threads)
     if config.data.dataset in SOURCES:  # read from files: say where, for later commands
         store.record_data_dir(resolve_data_dir(runtime.data_dir))
     eval_every = Step.parse(config.training.eval_every).iterations(ipe)

@@ -76,13 +76,15 @@ class RunStore:
         self.root = Path(root)
 
     @classmethod
-    def create(cls, out: Path, config: ExperimentConfig, command: str | None = None
-               ) -> RunStore:
-        """Opens (or starts) the run directory of `config`, recording the configuration and
-        the commands that worked on it."""
+    def create(cls, out: Path, config: ExperimentConfig, command: str | None = None,
+               threads: int | None = None) -> RunStore:
+        """Opens (or starts) the run directory of `config`, recording the configuration,
+        the commands that worked on it and the intra-op thread count of the latest one
+        (outside the hash: it may change a result's last bits, never what it means)."""
         store = cls(Path(out) / config.run_name())
         path = store.root / "config.json"
         commands: list[str] = []
+        old: dict[str, Any] = {}
         if path.exists():
             old = read_json(path)
             if old.get("science") != config.science():
@@ -92,13 +94,17 @@ class RunStore:
             commands = old.get("commands", [])
         if command and command not in commands:
             commands.append(command)
-        write_json(path, {
+        record = {
             "ticketlab_version": __version__,
             "hash": config.run_hash(),
             "science": config.science(),
             "requested": {k: config.to_dict()[k] for k in config.UNHASHED},
             "commands": commands,
-        })
+        }
+        threads = old.get("threads") if threads is None else threads
+        if threads is not None:  # runs made before the count was recorded lack it
+            record["threads"] = threads
+        write_json(path, record)
         return store
 
     @classmethod
