@@ -271,6 +271,7 @@ class Runtime:
     # GPU only; on a CPU one model already keeps the cores busy (benchmarks/replicates.py).
     vectorize: bool | None = None
     command: str | None = None  # the command line, recorded in the run's config.json
+    recompute: bool = False  # delete damaged units (and what was started from them), redo them
 
 
 # ---------------------------------------------------------------------------- flat keys
