@@ -204,7 +204,7 @@ def test_corrupt_weights_in_a_run_are_a_clear_error(tmp_path, capsys):
     (d / "seed_0/level_00/ticket/final.safetensors").write_bytes(b"\x00" * 50)
     code, _, err = cli(capsys, *args)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "final.safetensors is corrupt" in err
+    assert "final.safetensors is damaged" in err
 
 
 @pytest.mark.parametrize("command", [[], ["find"], ["report"], ["models"], ["datasets"]])

@@ -202,6 +202,9 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     add_threads_argument(g)
     g.add_argument("--quiet", action="store_true", default=None,
                    help="no progress display and no settings echo; the table is printed")
+    g.add_argument("--recompute", action="store_true", default=None,
+                   help="check every file of the run first; delete the units with a damaged "
+                   "file (and unfinished units started from them) and compute them again")
 
 
 def add_threads_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -212,7 +215,7 @@ def add_threads_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
 
 
 RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_every",
-                "vectorize", "threads")
+                "vectorize", "threads", "recompute")
 
 
 def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
@@ -309,6 +312,11 @@ class RichReporter:
         self.progress.console.print(
             f"level {units[0].level}: waiting for {names}, which another process is training",
             highlight=False, soft_wrap=True)
+
+    def recomputing(self, unit: Unit, reason: str) -> None:
+        """Always said, even with --quiet: files were deleted."""
+        self.progress.console.print(f"recomputing {unit.relpath()}: {reason}", highlight=False,
+                                    markup=False, soft_wrap=True)
 
     def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None:
         if self.quiet:
@@ -581,6 +589,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except TicketlabError as e:
         err.print(f"ticketlab: error: {e}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except OSError as e:  # a file-system error no reader turned into a message of its own
+        path = e.filename or "a file"
+        err.print(f"ticketlab: error: {path}: {e.strerror or e}: check that place (its space "
+                  "and permissions) or choose another with --out", highlight=False,
+                  markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to resume", highlight=False)

@@ -274,6 +274,7 @@ class Runtime:
     # count. Recorded in config.json outside the hash: it can change a result's last bits.
     threads: int | str = "auto"
     command: str | None = None  # the command line, recorded in the run's config.json
+    recompute: bool = False  # delete damaged units (and what was started from them), redo them
 
 
 # ---------------------------------------------------------------------------- flat keys

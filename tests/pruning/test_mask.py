@@ -67,7 +67,7 @@ def test_load_errors(tmp_path):
         Mask.load(tmp_path / "nope.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(TicketlabError, match="corrupt"):
+    with pytest.raises(TicketlabError, match="damaged"):
         Mask.load(bad)
 
 

@@ -129,6 +129,6 @@ def test_interrupt_and_resume_is_bit_identical(digits, tmp_path):
 def test_corrupt_checkpoint_is_a_clear_error(digits, tmp_path):
     path = tmp_path / "ckpt.pt"
     path.write_bytes(b"garbage")
-    with pytest.raises(TicketlabError, match=r"corrupt.*delete it"):
+    with pytest.raises(TicketlabError, match=r"damaged.*delete it"):
         train(model_for(digits), digits, TrainingHparams(), seed=0, end=10, eval_every=5,
               checkpoint=Checkpoint(path))

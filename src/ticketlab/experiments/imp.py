@@ -139,11 +139,47 @@ def _run_imp(config: ExperimentConfig, runtime: Runtime, reporter: Reporter | No
                   store.siblings(config.dense_science()))
     if reporter:
         reporter.start_run(config, ctx.store, device)
+    if runtime.recompute:
+        recompute_damaged(ctx, reporter)
     with store.session():  # cleans up after killed processes when it is alone on the run
         for level in range(config.n_levels + 1):
             variants = ("ticket", *config.controls) if level else ("ticket",)
             run_units(ctx, [Unit(seed, level, v) for seed in config.seeds for v in variants])
         return ctx.store.write_summary()
+
+
+def _units(config: ExperimentConfig) -> list[Unit]:
+    """Every unit of a run, in the order they are computed."""
+    return [Unit(seed, level, v) for level in range(config.n_levels + 1)
+            for seed in config.seeds for v in (("ticket", *config.controls) if level else
+                                               ("ticket",))]
+
+
+def _computed_from(config: ExperimentConfig, unit: Unit) -> list[Unit]:
+    """The units that read `unit`'s files (a ticket's; controls feed nothing)."""
+    if unit.variant != "ticket":
+        return []
+    chained = unit.level == 0 or not config.one_shot
+    return [u for u in _units(config) if u.seed == unit.seed and u != unit and
+            (u.level == unit.level or (chained and u.level > unit.level))]
+
+
+def recompute_damaged(ctx: Context, reporter: Reporter | None = None) -> list[Unit]:
+    """`--recompute`: deletes each damaged unit, and the unfinished units started from it
+    (their checkpoints hold what the damage fed them), so the run computes them again."""
+    store, removed = ctx.store, []
+    for unit in _units(ctx.config):
+        damage = store.damage(unit)
+        if damage is None:
+            continue
+        for u in [unit, *(u for u in _computed_from(ctx.config, unit) if not store.done(u))]:
+            if u not in removed:
+                store.remove(u)
+                removed.append(u)
+        note = getattr(reporter, "recomputing", None)
+        if note:
+            note(unit, str(damage))
+    return removed
 
 
 def _new_model(ctx: Context, seed: int) -> torch.nn.Module:

@@ -12,11 +12,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
 
-from ticketlab.errors import TicketlabError
-from ticketlab.io import atomic_write_bytes
+from ticketlab.errors import DamagedFile, TicketlabError
+from ticketlab.io import load_tensors, save_tensors
 from ticketlab.models.base import prunable_groups
 
 
@@ -125,21 +123,19 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: str | Path) -> None:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.items()}
+    def save(self, path: str | Path) -> str:
+        """Writes the mask (tagged kind=mask, with its checksum); returns the checksum."""
         meta = {"format": "ticketlab.mask", "groups": json.dumps(self.groups)}
-        atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+        return save_tensors(Path(path), dict(self.items()), "mask", meta)
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:
         path = Path(path)
         if not path.is_file():
             raise TicketlabError(f"mask file {path} not found: check the path")
+        tensors, meta = load_tensors(path, "mask")
         try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise TicketlabError(f"mask file {path} is corrupt ({e}): recompute it") from None
-        groups = json.loads(meta["groups"]) if "groups" in meta else {k: "fc" for k in tensors}
-        return cls(tensors, groups)
+            groups = json.loads(meta["groups"]) if "groups" in meta else {k: "fc" for k in tensors}
+            return cls(tensors, groups)
+        except (ValueError, TypeError) as e:
+            raise DamagedFile(path, f"bad groups metadata: {e}") from None

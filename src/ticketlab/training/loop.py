@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ticketlab.config import TrainingHparams, derive_seed
 from ticketlab.data.dataset import Dataset
-from ticketlab.errors import TicketlabError
+from ticketlab.errors import DamagedFile, TicketlabError
 from ticketlab.io import atomic_write_bytes
 from ticketlab.pruning.enforce import MaskEnforcer
 from ticketlab.pruning.freeze import FrozenEnforcer
@@ -62,12 +62,24 @@ class EarlyStop:
         return cls(best.iteration, best.loss, test[best.iteration].accuracy, test[last].accuracy)
 
 
-class Checkpoint:
-    """A resumable mid-training state, written atomically at most every `every` seconds."""
+CHECKPOINT_KEYS = ("step", "optimizer", "rng", "metrics")
 
-    def __init__(self, path: Path, every: float = 60.0):
+
+class Checkpoint:
+    """A resumable mid-training state, written atomically at most every `every` seconds.
+
+    `owner` (e.g. the run hash and the unit's path and seeds) is stored with the state, and a
+    checkpoint that names another owner is refused rather than resumed: it was copied from
+    another unit, so its weights are not this unit's (checkpoints without one, from older
+    versions, are accepted). `advice` ends the message of a refused or unreadable checkpoint.
+    """
+
+    def __init__(self, path: Path, every: float = 60.0, owner: dict | None = None,
+                 advice: str | None = None):
         self.path = Path(path)
         self.every = every
+        self.owner = owner
+        self.advice = advice or "delete it to restart this training from its beginning"
         self._last = time.monotonic()
 
     def due(self) -> bool:
@@ -75,7 +87,7 @@ class Checkpoint:
 
     def save(self, state: dict) -> None:
         buf = io.BytesIO()
-        torch.save(state, buf)
+        torch.save({**state, "owner": self.owner} if self.owner else state, buf)
         atomic_write_bytes(self.path, buf.getvalue())
         self._last = time.monotonic()
 
@@ -83,15 +95,35 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # any unreadable checkpoint is the same problem to the user
-            raise TicketlabError(
-                f"checkpoint {self.path} is corrupt ({type(e).__name__}): delete it to "
-                "restart this training from its beginning"
-            ) from None
+            raise DamagedFile(self.path, f"unreadable: {type(e).__name__}", self.advice) \
+                from None
+        self.check(state)
+        return state
+
+    def check(self, state: object) -> None:
+        """Refuses a state that lacks what resuming needs or belongs to another owner."""
+        if not isinstance(state, dict):
+            raise DamagedFile(self.path, "not a checkpoint", self.advice)
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
+        if "model" not in state and "stacked" not in state:
+            missing.append("model")
+        if missing:
+            raise DamagedFile(self.path, f"missing {', '.join(missing)}", self.advice)
+        owner = state.get("owner")
+        if self.owner is not None and owner is not None and owner != self.owner:
+            raise DamagedFile(self.path, f"it belongs to {_describe(owner)}, not to "
+                              f"{_describe(self.owner)}", self.advice)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _describe(owner: object) -> str:
+    if isinstance(owner, dict):
+        return " ".join(f"{k} {v}" for k, v in owner.items())
+    return repr(owner)
 
 
 Progress = Callable[[int, float | None], None]  # (step, latest validation accuracy)
