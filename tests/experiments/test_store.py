@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from tests.conftest import tiny_config
 from tests.test_cli import cli, run_cli
@@ -22,11 +23,16 @@ from ticketlab.experiments.supermasks import scan_supermasks
 from ticketlab.report.runs import load_runs
 
 
-def unit_files(root: Path) -> dict[str, bytes]:
-    """Every unit's numbers: records, metrics and weights (mask files carry unordered
-    metadata, so they are compared as tensors elsewhere)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("seed_*/**/*"))
-            if p.name in ("result.json", "metrics.csv", "final.safetensors",
+def unit_files(root: Path) -> dict[str, object]:
+    """Every unit's numbers: records and metrics as bytes, tensor files as their metadata and
+    each tensor's bytes (safetensors orders metadata keys at random, so whole files differ)."""
+    def content(p: Path) -> object:
+        if p.suffix != ".safetensors":
+            return p.read_bytes()
+        with safe_open(str(p), "pt") as f:
+            return f.metadata(), {k: f.get_tensor(k).numpy().tobytes() for k in f.keys()}  # noqa: SIM118
+    return {str(p.relative_to(root)): content(p) for p in sorted(root.glob("seed_*/**/*"))
+            if p.name in ("result.json", "metrics.csv", "final.safetensors", "mask.safetensors",
                           "rewind.safetensors", "init.safetensors")}
 
 
