@@ -2,13 +2,25 @@ import pytest
 
 from tests.test_cli import cli
 from ticketlab.cli import build_parser, resolve
+from ticketlab.config import PAPER_RATES, field_index
 from ticketlab.errors import TicketlabError
 from ticketlab.presets import PRESETS, preset_config
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_is_a_valid_configuration(name):
-    preset_config(name).validate()
+    config, _ = resolve(build_parser().parse_args(["find", "--preset", name]))
+    assert config == preset_config(name)
+    index = field_index()
+    for key, value in PRESETS[name].settings.items():  # every setting of the preset is applied
+        section = index[key]
+        got = getattr(config if section is None else getattr(config, section), key)
+        expected = {**PAPER_RATES, **value} if key == "rates" else value
+        assert got == (tuple(expected) if isinstance(expected, list) else expected), key
+    config.validate()
+    # ...and validation looks at this configuration: one broken setting of it is refused
+    with pytest.raises(TicketlabError, match="unknown model"):
+        preset_config(name, model="resnet").validate()
 
 
 def test_lenet_mnist_is_the_papers_setting():

@@ -35,7 +35,12 @@ def test_sklearn_fallback_matches(monkeypatch):
 def test_digits_dataset():
     d = load_dataset("digits")
     assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (1318, 120, 359)
-    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 1797
+    # train + val is exactly the raw training split (the validation images come out of it);
+    # the test split is untouched
+    raw = load_digits()
+    assert torch.bincount(torch.cat([d.y_train, d.y_val])).tolist() == \
+        np.bincount(raw.y_train).tolist()
+    assert torch.equal(d.y_test, torch.from_numpy(raw.y_test))
     assert d.x_train.shape[1:] == d.x_test.shape[1:] == (1, 8, 8) and d.input_shape == (1, 8, 8)
     assert d.num_classes == 10 and d.x_val.dtype == torch.float32
     assert abs(d.x_train.mean().item()) < 1e-5 and abs(d.x_train.std().item() - 1) < 1e-3

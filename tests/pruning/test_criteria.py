@@ -1,7 +1,6 @@
 """Mask criteria on hand-made weights with known answers, and the course's threshold mask."""
 
 import math
-import statistics
 
 import pytest
 import torch
@@ -132,20 +131,14 @@ A = [0.1, -0.5, 2.0]
 B = [[1.0, -3.0], [0.2, 0.0]]
 
 
-def threshold(values: list[float], alpha: float) -> float:
-    return statistics.fmean(abs(v) for v in values) + alpha * statistics.pstdev(values)
-
-
 def test_threshold_mask_uses_one_global_threshold_over_kept_weights():
     final = {"w": torch.tensor(A), "x": torch.tensor(B)}
     mask = dense((3,), (2, 2))
-    values = A + [v for row in B for v in row]
-    assert threshold(values, 0.0) == pytest.approx(6.8 / 7)  # mean |w|, not mean w
+    # alpha 0: the threshold is mean |w| = 6.8 / 7 = 0.971 (mean w, -0.03, would keep 0.1, 0.2)
     new = threshold_mask(final, mask, 0.0)
     assert new["w"].tolist() == [False, False, True]
     assert new["x"].tolist() == [[True, True], [False, False]]
-    assert 2.39 < threshold(values, 1.0) < 2.41  # only |-3| is above it
-    new = threshold_mask(final, mask, 1.0)
+    new = threshold_mask(final, mask, 1.0)  # 0.971 + population std 1.43 = 2.40: only |-3|
     assert new.density() == pytest.approx(1 / 7)
     assert new["x"].tolist() == [[False, True], [False, False]]
 
@@ -154,12 +147,24 @@ def test_threshold_mask_ignores_and_keeps_pruned_weights_pruned():
     final = {"w": torch.tensor(A), "x": torch.tensor(B)}
     mask = dense((3,), (2, 2))
     mask["x"][0, 1] = False  # the -3: no longer counted in the statistics
-    values = [0.1, -0.5, 2.0, 1.0, 0.2, 0.0]
-    alpha = 0.3
-    assert 1.0 > threshold(values, alpha) > 0.5  # now 1.0 passes and 0.5 does not
-    new = threshold_mask(final, mask, alpha)
+    # over 0.1, -0.5, 2, 1, 0.2, 0: mean |w| 0.633 + 0.3 * std 0.816 = 0.878, so 1.0 passes
+    # (with the -3 counted it would be 1.41 and 1.0 would not) and 0.5 does not
+    new = threshold_mask(final, mask, 0.3)
     assert new["w"].tolist() == [False, False, True]
     assert new["x"].tolist() == [[True, False], [False, False]]
+
+
+@pytest.mark.parametrize(("values", "alpha", "kept"), [
+    # mean |w| 5/3 + population std 2.16 = 3.83 keeps the 4 (the sample std, 2.65, would not)
+    ([-4.0, 0.0, 1.0], 1.0, [True, False, False]),
+    # mean |w| 3 + std of w 2.62 = 5.62 keeps nothing (the std of |w|, 0.82, would keep the 4)
+    ([-4.0, -3.0, 2.0], 1.0, [False, False, False]),
+    # a weight at the threshold is not above it: mean |w| 1 + 0 * std
+    ([1.0, -1.0, 1.0], 0.0, [False, False, False]),
+])
+def test_threshold_mask_statistics(values, alpha, kept):
+    new = threshold_mask({"w": torch.tensor(values)}, dense((len(values),)), alpha)
+    assert new["w"].tolist() == kept
 
 
 @pytest.mark.parametrize("alpha", [-0.1, math.nan, math.inf])

@@ -59,7 +59,10 @@ def test_save_load_round_trip_and_plain_names(tmp_path):
     assert loaded.groups == mask.groups
     from safetensors.torch import load_file
     assert set(load_file(path)) == set(dict(model.named_parameters())) & set(mask)
-    loaded.apply_(build_model("lenet_300_100", (1, 28, 28), 10, seed=1))
+    other = build_model("lenet_300_100", (1, 28, 28), 10, seed=1)
+    loaded.apply_(other)  # applies to another model of the same architecture
+    for k, m in mask.items():
+        assert torch.all(dict(other.named_parameters())[k].detach()[~m] == 0)
 
 
 def test_load_errors(tmp_path):

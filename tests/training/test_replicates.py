@@ -36,6 +36,33 @@ def replicates(data, name, hp, steps=30, start=0):
     return models, masks, alone, together
 
 
+# Training together runs other kernels (vmap, batched matmuls) than training alone, and
+# kernels round differently per CPU and thread count: replicates cannot equal their solo runs
+# bit for bit everywhere. Adam amplifies the rounding (its step is about lr * sign(g) for a tiny
+# gradient g): conv-adam's dense seed-0 replicate ends up to 3e-3 (relative to how far training
+# moved it) from its solo run on a 2-thread Intel Xeon, below 1e-6 for the MLPs. A replicate
+# that follows another trajectory is far off: another replicate's mask gives 1.8 to 4, a
+# learning rate 3% too small 0.15 to 0.29 (measured by breaking train_replicates so).
+# Hence these tolerances:
+OWN = 1e-2  # distance to its own solo run / distance training moved it, per tensor
+OTHERS = 0.05  # distance to its own solo run / distance to the nearest other solo run
+LOSS_REL = 5e-3  # conv-adam: losses differ by up to 4.5e-4 relative on that Xeon
+ACCURACY = 0.01  # one validation image is 1/120, a test image 1/359
+
+
+def relative_distances(models, inits, alone):
+    """Per replicate and tensor: (|w - solo| / |solo - init|, |w - solo| / min |w - other solo|)."""
+    out = []
+    for i, model in enumerate(models):
+        for k, w in model.state_dict().items():
+            own = (w - alone[i][0].state_dict()[k]).norm()
+            moved = (alone[i][0].state_dict()[k] - inits[i][k]).norm()
+            others = min((w - alone[j][0].state_dict()[k]).norm()
+                         for j in range(len(models)) if j != i)
+            out.append((i, k, float(own / moved), float(own / others)))
+    return out
+
+
 @pytest.mark.parametrize("name,hp", [
     ("lenet_300_100", TrainingHparams(optimizer="adam", lr=1e-2, batch_size=32)),
     ("lenet_300_100", TrainingHparams(optimizer="sgd", lr=0.1, momentum=0.9,
@@ -43,20 +70,31 @@ def replicates(data, name, hp, steps=30, start=0):
     ("conv2", TrainingHparams(optimizer="adam", lr=1e-3, batch_size=16)),
 ], ids=["mlp-adam", "mlp-sgd-momentum-wd", "conv-adam"])
 def test_replicates_follow_their_solo_trajectories(digits, name, hp):
+    inits = [build_model(name, digits.input_shape, digits.num_classes, seed=s).state_dict()
+             for s in (0, 1, 0)]
     models, masks, alone, together = replicates(digits, name, hp)
-    for model, mask, (solo, solo_metrics), metrics in zip(models, masks, alone, together):
-        for (k, w), w_solo in zip(model.state_dict().items(), solo.state_dict().values()):
-            assert torch.allclose(w, w_solo, rtol=1e-4, atol=1e-5), k
-            if mask is not None and k in mask:
-                assert torch.all(w[~mask[k]] == 0)  # pruned stays exactly zero
+    inits = [init if mask is None else {k: v * mask[k] if k in mask else v for k, v in init.items()}
+             for init, mask in zip(inits, masks)]  # training starts from the masked weights
+    for i, k, own, others in relative_distances(models, inits, alone):
+        assert own < OWN, (i, k, own)  # near its own solo run...
+        assert others < OTHERS, (i, k, others)  # ...and much nearer it than to any other
+    for model, mask, (_, solo_metrics), metrics in zip(models, masks, alone, together):
+        if mask is not None:
+            for k, w in model.state_dict().items():
+                if k in mask:
+                    assert torch.all(w[~mask[k]] == 0)  # pruned stays exactly zero
         assert [(e.iteration, e.split) for e in metrics] == \
             [(e.iteration, e.split) for e in solo_metrics]
         for e, s in zip(metrics, solo_metrics):
-            assert e.loss == pytest.approx(s.loss, rel=1e-4, abs=1e-6)
-            assert e.accuracy == pytest.approx(s.accuracy, abs=1 / 359)  # one image at most
-    # the replicates really differ from each other (different seeds, a mask)
-    assert not torch.allclose(models[0].fc1.weight if name != "conv2" else models[0].conv1.weight,
-                              models[1].fc1.weight if name != "conv2" else models[1].conv1.weight)
+            assert e.loss == pytest.approx(s.loss, rel=LOSS_REL)
+            assert e.accuracy == pytest.approx(s.accuracy, abs=ACCURACY)
+    # The loss tolerance tells the trajectories apart: each replicate's losses leave it
+    # against every other replicate's solo run.
+    for i, metrics in enumerate(together):
+        for j, (_, solo_metrics) in enumerate(alone):
+            if j != i:
+                assert any(e.loss != pytest.approx(s.loss, rel=LOSS_REL)
+                           for e, s in zip(metrics, solo_metrics)), (i, j)
 
 
 def test_replicates_snapshot_and_resume(digits, tmp_path, monkeypatch):
