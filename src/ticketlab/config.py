@@ -9,6 +9,7 @@ and never affect the hash.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -205,10 +206,8 @@ class ExperimentConfig:
             elif key == "controls" and isinstance(value, tuple):
                 value = tuple(v.strip().lower() if isinstance(v, str) else v for v in value)
             values[key] = value
-        try:
+        with contextlib.suppress(TicketlabError):  # unknown: validate() names the choices
             values["dataset"] = get_dataset(values["dataset"]).name
-        except TicketlabError:
-            pass  # validate() names the choices
         return _replace_flat(self, values)
 
     @classmethod
@@ -268,7 +267,8 @@ class ExperimentConfig:
             raise TicketlabError(f"batch size must be >= 1, got {t.batch_size}")
         _number("momentum", t.momentum, "in [0, 1)", 0 <= t.momentum < 1, "--momentum 0.9")
         _number("gamma", t.gamma, "> 0", t.gamma > 0, "--gamma 0.1")
-        _number("weight decay", t.weight_decay, ">= 0", t.weight_decay >= 0, "--weight-decay 0.0001")
+        _number("weight decay", t.weight_decay, ">= 0", t.weight_decay >= 0,
+                "--weight-decay 0.0001")
         if t.nesterov and (t.optimizer != "sgd" or t.momentum == 0):
             raise TicketlabError("nesterov needs --optimizer sgd and a --momentum above 0")
         for s in (t.train, t.eval_every, t.warmup, self.rewind, *t.milestones):
