@@ -161,7 +161,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
                    "instead (the course project's LF mask): keep |w| > mean|w| + ALPHA * std(w) "
                    "over all prunable trained weights; the density follows from ALPHA")
     g.add_argument("--criterion", metavar="NAME", help="which weights to keep (Zhou et al.): "
-                   "large_final (magnitude pruning, the default), small_final, large_init, "
+                   "large_final (magnitude pruning), small_final, large_init, "
                    "small_init, large_init_large_final, small_init_small_final, "
                    "magnitude_increase, movement, random, and *_same_sign variants")
     g.add_argument("--exclude", type=_names, metavar="GROUPS",
@@ -211,12 +211,13 @@ def experiment_defaults() -> dict[str, Any]:
 def show_defaults(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None
                   ) -> None:
     """Appends "(default: X)" to each option's help, X from `defaults` (else the option's
-    own default), unless the help already explains its default or there is none."""
+    own default); options without one (None) explain in their help what leaving them out
+    means."""
     for action in parser._actions:
         if not action.option_strings or action.help in (None, argparse.SUPPRESS):
             continue
         value = (defaults or {}).get(action.dest, action.default)
-        if value is None or value is argparse.SUPPRESS or "default" in action.help:
+        if value is None or value is argparse.SUPPRESS:
             continue
         shown = ("on" if value else "off") if isinstance(value, bool) else _setting(value)
         action.help += f" (default: {shown or 'none'})".replace("%", "%%")
@@ -497,6 +498,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
+    from ticketlab.experiments.supermasks import DEFAULT_CRITERIA
+
     parser = Parser(prog="ticketlab", description="Find and study lottery tickets.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     add_find(sub)
@@ -540,9 +543,8 @@ def build_parser() -> Parser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--densities", type=_fractions, default=(0.5, 0.2, 0.1, 0.05, 0.02),
                    metavar="LIST", help="fractions kept (or none)")
-    p.add_argument("--criteria", type=_names, metavar="LIST", help="criteria to score (default: "
-                   "large_final, magnitude_increase, large_init_large_final, large_init, "
-                   "movement, small_final, random; none for none); same-sign variants are added")
+    p.add_argument("--criteria", type=_names, metavar="LIST", help="criteria to score, or "
+                   f"none (default: {', '.join(DEFAULT_CRITERIA)}); same-sign variants are added")
     p.add_argument("--alpha", type=float, help="also score the course project's threshold "
                    "mask |w| > mean|w| + ALPHA * std(w) and a random mask of its density")
     p.add_argument("--learn", type=int, default=0, metavar="STEPS", help="also learn a "
@@ -551,7 +553,7 @@ def build_parser() -> Parser:
                    "learned supermask's scores")
     p.add_argument("--seed", type=int, help="which seed's dense network (default: the first)")
     p.add_argument("--action", choices=("rewind", "signed_constant"), default="rewind",
-                   help="kept weights at their initial values (default) or +-std with the "
+                   help="kept weights at their initial values (rewind) or +-std with the "
                    "initial signs")
     p.add_argument("--data-dir", type=Path, help="folder with the dataset files")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
