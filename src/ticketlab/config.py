@@ -301,7 +301,7 @@ class ExperimentConfig:
             with torch.no_grad():
                 model = MODELS[name][0](shape, info.num_classes)
                 model(torch.zeros(1, *shape))
-        except RuntimeError:
+        except (RuntimeError, ValueError):
             need = _smallest_fitting_side(name, shape, info.num_classes)
             size = "x".join(map(str, shape))
             fix = (f"it needs images of at least {need}x{need} pixels" if need else
@@ -352,9 +352,10 @@ def _smallest_fitting_side(name: str, shape: tuple[int, ...], num_classes: int) 
     for side in range(max(shape[1:]) + 1, 257):
         try:
             with torch.no_grad():
-                MODELS[name][0]((shape[0], side, side), num_classes)
+                MODELS[name][0]((shape[0], side, side), num_classes)(
+                    torch.zeros(1, shape[0], side, side))
             return side
-        except RuntimeError:
+        except (RuntimeError, ValueError):
             continue
     return None
 
