@@ -297,3 +297,46 @@ def test_bad_thread_count_in_a_config_file(tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "threads must be a positive integer or auto, got 'many'" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_help_shows_every_default_from_the_dataclasses(capsys):
+    from ticketlab.cli import _setting, build_parser, experiment_defaults
+
+    parser = build_parser()
+    find = parser._subparsers._group_actions[0].choices["find"]
+    defaults = experiment_defaults()
+    shown = 0
+    for action in find._actions:
+        value = defaults.get(action.dest)
+        if not action.option_strings or value is None:
+            continue
+        text = ("on" if value else "off") if isinstance(value, bool) else _setting(value)
+        assert f"(default: {text or 'none'})" in action.help, action.dest
+        shown += 1
+    assert shown >= 25
+    code, out, _ = cli(capsys, "find", "--help")
+    flat = " ".join(out.split())
+    assert code == 0 and "(default: 0.0012)" in flat and "(default: 40ep)" in flat
+    assert "(default: fc=0.2,output=0.1,conv=0.1)" in flat and "(default: runs)" in flat
+    for command, needle in (("supermask", "(default: 0.5,0.2,0.1,0.05,0.02)"),
+                            ("supermask", "(default: 0.1)"), ("supermask", "(default: auto)")):
+        assert needle in " ".join(cli(capsys, command, "--help")[1].split())
+
+
+def test_ctrl_c_while_importing_exits_quietly_with_130(tmp_path):
+    """SIGINT a moment after start, while torch imports, through the console script's own
+    entry point (read from pyproject.toml)."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    module, func = tomllib.loads(pyproject.read_text())["project"]["scripts"]["ticketlab"] \
+        .split(":")
+    script = f"import sys; from {module} import {func}; sys.exit({func}())"
+    proc = subprocess.Popen([sys.executable, "-c", script, "find", "--quiet", "--out",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 1, stderr

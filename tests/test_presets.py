@@ -85,3 +85,18 @@ def test_lf_conv_mnist_is_the_course_projects_setting():
     assert (c.model.model, c.data.dataset, c.model.init) == ("conv_lenet", "mnist", "torch_default")
     assert (t.optimizer, t.lr, t.momentum, t.batch_size, t.train) == ("sgd", 0.01, 0.0, 64, "5ep")
     assert c.pruning.threshold == 1.0 and c.n_levels == 1 and c.controls == ("reinit",)
+
+
+def test_readme_lists_every_preset_from_the_registry():
+    from pathlib import Path
+
+    from ticketlab.presets import README_END, README_START, readme_block
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert README_START in readme and README_END in readme
+    start = readme.index(README_START)
+    block = readme[start:readme.index(README_END, start) + len(README_END)]
+    assert block == readme_block(), "README's presets differ from PRESETS: paste the output " \
+        "of `python -m ticketlab.presets` between its markers"
+    listed = [line.split("`")[1] for line in block.splitlines() if line.startswith("- `")]
+    assert listed == list(PRESETS) and "lf_conv_mnist" in listed

@@ -7,27 +7,45 @@ The Python API works with any `nn.Module` and your own training loop:
         ...your training loop...
     mask = prune_magnitude(model, mask, {"fc": 0.2, "output": 0.1})
     rewind(model, init_state, mask)                  # kept weights back to their start
+
+The names below are imported on first use, so `import ticketlab` (and the `ticketlab`
+command's first moment, where Ctrl-C must exit quietly) does not wait for torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from ticketlab.api import rewind, snapshot
-from ticketlab.config import ExperimentConfig, Runtime, Step
-from ticketlab.errors import TicketlabError
-from ticketlab.models import build_model, init_weights, prunable_groups
-from ticketlab.pruning import (
-    Mask,
-    enforce_mask,
-    prune,
-    prune_magnitude,
-    random_like,
-)
+_EXPORTS = {
+    "rewind": "ticketlab.api", "snapshot": "ticketlab.api",
+    "ExperimentConfig": "ticketlab.config", "Runtime": "ticketlab.config",
+    "Step": "ticketlab.config", "TicketlabError": "ticketlab.errors",
+    "build_model": "ticketlab.models", "init_weights": "ticketlab.models",
+    "prunable_groups": "ticketlab.models", "Mask": "ticketlab.pruning",
+    "enforce_mask": "ticketlab.pruning", "prune": "ticketlab.pruning",
+    "prune_magnitude": "ticketlab.pruning", "random_like": "ticketlab.pruning",
+}
 
 __all__ = [
     "ExperimentConfig", "Mask", "Runtime", "Step", "TicketlabError", "build_model",
     "enforce_mask", "init_weights", "prunable_groups", "prune", "prune_magnitude",
     "random_like", "rewind", "run_imp", "snapshot",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ticketlab' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def run_imp(*args, **kwargs):

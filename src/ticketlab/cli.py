@@ -30,7 +30,10 @@ from ticketlab.config import (
     ExperimentConfig,
     Runtime,
     apply_overrides,
+    check_type,
+    field_index,
     load_toml,
+    runtime_hints,
 )
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
@@ -156,17 +159,17 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--one-shot", type=_fractions, metavar="DENSITIES",
                    help="one-shot pruning instead of iterative: prune the trained dense network "
                    "once to each density, e.g. 0.5,0.2,0.1,0.05,0.01 (fractions kept)")
-    g.add_argument("--scope", choices=SCOPES, help="prune each layer by its rate, or rank all "
-                   "prunable weights together")
+    g.add_argument("--scope", type=str.lower, choices=SCOPES, help="prune each layer by its "
+                   "rate, or rank all prunable weights together")
     g.add_argument("--rate", type=float, help="fraction of the remaining weights pruned per "
                    "level: for every group (layerwise) or overall (global; default 0.2)")
     g.add_argument("--rates", type=_fraction_map, metavar="G=R,...", help="layer-wise rate per "
-                   "group (default fc=0.2,output=0.1,conv=0.1)")
+                   "group of the model's prunable weights (conv, fc, output)")
     g.add_argument("--threshold", type=float, metavar="ALPHA", help="one-shot by threshold "
                    "instead (the course project's LF mask): keep |w| > mean|w| + ALPHA * std(w) "
                    "over all prunable trained weights; the density follows from ALPHA")
     g.add_argument("--criterion", metavar="NAME", help="which weights to keep (Zhou et al.): "
-                   "large_final (magnitude pruning, the default), small_final, large_init, "
+                   "large_final (magnitude pruning), small_final, large_init, "
                    "small_init, large_init_large_final, small_init_small_final, "
                    "magnitude_increase, movement, random, and *_same_sign variants")
     g.add_argument("--exclude", type=_names, metavar="GROUPS",
@@ -175,27 +178,27 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
                    "later, e.g. 500it or 1ep (late rewinding)")
     g.add_argument("--controls", type=_names, metavar="LIST",
                    help=f"controls and mask actions trained beside each ticket: "
-                   f"{','.join(CONTROLS)} or none (default reinit,random)")
+                   f"{','.join(CONTROLS)} or none")
     g.add_argument("--seeds", type=_ints, metavar="LIST", help="independent trials, e.g. 0,1,2")
     g = p.add_argument_group("training")
     g.add_argument("--train", metavar="STEPS", help="budget per level, e.g. 50000it or 40ep")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--batch-size", type=int, help="examples per step")
+    g.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS, help="the optimizer")
     g.add_argument("--lr", type=float, help="learning rate")
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--schedule", choices=SCHEDULES, help="constant, or step (x gamma at each "
-                   "milestone)")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay")
+    g.add_argument("--schedule", type=str.lower, choices=SCHEDULES, help="constant, or step "
+                   "(x gamma at each milestone)")
     g.add_argument("--milestones", type=_names, metavar="STEPS", help="e.g. 20000it,25000it")
     g.add_argument("--gamma", type=float, help="learning-rate factor at each milestone")
     g.add_argument("--warmup", metavar="STEPS", help="linear warm-up length, e.g. 1000it")
     g.add_argument("--eval-every", metavar="STEPS", help="evaluation interval, e.g. 100it")
     g = p.add_argument_group("running")
-    g.add_argument("--out", type=Path, help="where run directories go (default ./runs)")
-    g.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    g.add_argument("--out", type=Path, help="where run directories go")
+    g.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     g.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
-                   help="seconds between mid-level checkpoints (default 60)")
+                   help="seconds between mid-level checkpoints (0: at every evaluation)")
     g.add_argument("--vectorize", action=argparse.BooleanOptionalAction, default=None,
                    help="train a level's seeds and controls together in one vectorised pass "
                    "(same results up to floating-point rounding; default: on a GPU only)")
@@ -205,13 +208,38 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--recompute", action="store_true", default=None,
                    help="check every file of the run first; delete the units with a damaged "
                    "file (and unfinished units started from them) and compute them again")
+    show_defaults(p, experiment_defaults())
 
 
 def add_threads_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--threads", type=_threads, metavar="N", help="torch's intra-op threads: "
                    f"auto ({AUTO_THREADS} per process, or $OMP_NUM_THREADS when set; measured by "
                    "benchmarks/threads.py: two threads on layers this small collapse when "
-                   "another process keeps a core busy) or a count (default auto)")
+                   "another process keeps a core busy) or a count")
+
+
+def experiment_defaults() -> dict[str, Any]:
+    """Option dest -> default, read from the dataclasses (what an option left out means)."""
+    config, runtime = ExperimentConfig(), Runtime()
+    values = {k: getattr(config if s is None else getattr(config, s), k)
+              for k, s in field_index().items()}
+    values.update({k: getattr(runtime, k) for k in RUNTIME_KEYS})
+    return values
+
+
+def show_defaults(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None
+                  ) -> None:
+    """Appends "(default: X)" to each option's help, X from `defaults` (else the option's
+    own default); options without one (None) explain in their help what leaving them out
+    means."""
+    for action in parser._actions:
+        if not action.option_strings or action.help in (None, argparse.SUPPRESS):
+            continue
+        value = (defaults or {}).get(action.dest, action.default)
+        if value is None or value is argparse.SUPPRESS:
+            continue
+        shown = ("on" if value else "off") if isinstance(value, bool) else _setting(value)
+        action.help += f" (default: {shown or 'none'})".replace("%", "%%")
 
 
 RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_every",
@@ -219,14 +247,17 @@ RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_ev
 
 
 def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
-    """Defaults, then the preset, then the config file, then the flags given."""
+    """Defaults, then the preset, then the config file, then the flags given; every value
+    checked against its field's type (a config file's values arrive untyped)."""
     values: dict[str, Any] = preset_settings(args.preset) if args.preset else {}
     values.update(load_toml(args.config) if args.config else {})
     values.update({k: v for k, v in vars(args).items()
                    if v is not None and k not in ("config", "preset", "func", "command", "argv",
                                                   "criteria_list", "report")})
-    runtime = Runtime(**{k: values.pop(k) for k in RUNTIME_KEYS if k in values})
-    runtime.out, runtime.data_dir = Path(runtime.out), runtime.data_dir and Path(runtime.data_dir)
+    hints, default = runtime_hints(), Runtime()
+    runtime = Runtime(**{k: check_type(k, values.pop(k), hints[k], getattr(default, k))
+                         for k in RUNTIME_KEYS if k in values})
+    runtime.validate()
     return apply_overrides(ExperimentConfig(), values), runtime
 
 
@@ -505,6 +536,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
+    from ticketlab.experiments.supermasks import DEFAULT_CRITERIA
+
     parser = Parser(prog="ticketlab", description="Find and study lottery tickets.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     add_find(sub)
@@ -526,6 +559,7 @@ def build_parser() -> Parser:
                    "100, 51.3, 21.1, 7.0 and 3.6%% of weights remaining)")
     p.add_argument("--quiet", action="store_true", help="do not print the levels tables")
     p.set_defaults(func=cmd_report)
+    show_defaults(p)
     p = sub.add_parser("masks", help="work with masks: compare", description="Masks saved by "
                        "runs (mask.safetensors in each unit directory) or by Mask.save.")
     masks = p.add_subparsers(dest="masks_command", metavar="ACTION", parser_class=Parser,
@@ -546,26 +580,27 @@ def build_parser() -> Parser:
                        "density. Writes RUN_DIR/supermask/seed_<s>_<action>.{json,csv,png,svg}.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--densities", type=_fractions, default=(0.5, 0.2, 0.1, 0.05, 0.02),
-                   metavar="LIST", help="fractions kept (default 0.5,0.2,0.1,0.05,0.02; or none)")
-    p.add_argument("--criteria", type=_names, metavar="LIST", help="criteria to score (default: "
-                   "large_final, magnitude_increase, large_init_large_final, large_init, "
-                   "movement, small_final, random; none for none); same-sign variants are added")
+                   metavar="LIST", help="fractions kept (or none)")
+    p.add_argument("--criteria", type=_names, metavar="LIST", help="criteria to score, or "
+                   f"none (default: {', '.join(DEFAULT_CRITERIA)}); same-sign variants are added")
     p.add_argument("--alpha", type=float, help="also score the course project's threshold "
                    "mask |w| > mean|w| + ALPHA * std(w) and a random mask of its density")
     p.add_argument("--learn", type=int, default=0, metavar="STEPS", help="also learn a "
                    "supermask for STEPS iterations (scores trained, weights frozen at init)")
     p.add_argument("--learn-lr", type=float, default=0.1, help="Adam learning rate of the "
-                   "learned supermask's scores (default 0.1)")
+                   "learned supermask's scores")
     p.add_argument("--seed", type=int, help="which seed's dense network (default: the first)")
     p.add_argument("--action", choices=("rewind", "signed_constant"), default="rewind",
-                   help="kept weights at their initial values (default) or +-std with the "
+                   help="kept weights at their initial values (rewind) or +-std with the "
                    "initial signs")
     p.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: "
                    "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
+                   "cuda:N or mps")
     add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no spinner")
     p.set_defaults(func=cmd_supermask)
+    show_defaults(p)
     sub.add_parser("presets", help="list the paper presets and their settings",
                    description="List the presets of `ticketlab find --preset NAME` with every "
                    "setting they fix.").set_defaults(func=cmd_presets)
@@ -577,8 +612,11 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     args.argv = sys.argv[1:] if argv is None else list(argv)
     if not getattr(args, "func", None):
         parser.print_help()

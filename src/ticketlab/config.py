@@ -9,11 +9,15 @@ and never affect the hash.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,16 @@ class Step:
 
     def __str__(self) -> str:
         return f"{self.count}{self.unit}"
+
+    @classmethod
+    def canonical(cls, text: str) -> str:
+        """One spelling per duration (`05it`, ` 5 it` -> `5it`; `0ep` -> `0it`), or `text`
+        unchanged when it is not a step (validate() says so)."""
+        try:
+            step = cls.parse(text)
+        except TicketlabError:
+            return text
+        return "0it" if step.count == 0 else str(step)
 
 
 # ---------------------------------------------------------------------------- seeds
@@ -133,7 +147,7 @@ class ExperimentConfig:
 
     def science(self) -> dict[str, Any]:
         """The part that determines every number of every unit; it names the run."""
-        d = self.to_dict()
+        d = self.canonical().to_dict()
         for key in self.UNHASHED:
             d.pop(key)
         # Settings added later are left out at their defaults: older runs keep their names.
@@ -169,7 +183,32 @@ class ExperimentConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     def run_name(self) -> str:
-        return f"{self.kind}_{self.model.model}_{self.data.dataset}_{self.run_hash()}"
+        c = self.canonical()
+        return f"{c.kind}_{c.model.model}_{c.data.dataset}_{self.run_hash()}"
+
+    def canonical(self) -> ExperimentConfig:
+        """A copy with one spelling per setting, so equivalent spellings name one run:
+        steps as `<count><unit>`, the dataset by its registered name, choices in lower case,
+        whole numbers in number settings as floats. Values already canonical are unchanged,
+        so runs named before canonicalisation keep their names; an unknown value is left for
+        validate() to refuse."""
+        from ticketlab.data import get_dataset
+
+        values: dict[str, Any] = {}
+        for key, (section, hint) in _typed_fields().items():
+            value = getattr(self if section is None else getattr(self, section), key)
+            value = _as_floats(value, hint)
+            if key in STEP_KEYS:
+                value = (tuple(Step.canonical(v) for v in value) if isinstance(value, tuple)
+                         else Step.canonical(value))
+            elif key in CHOICE_KEYS and isinstance(value, str):
+                value = value.strip().lower()
+            elif key == "controls" and isinstance(value, tuple):
+                value = tuple(v.strip().lower() if isinstance(v, str) else v for v in value)
+            values[key] = value
+        with contextlib.suppress(TicketlabError):  # unknown: validate() names the choices
+            values["dataset"] = get_dataset(values["dataset"]).name
+        return _replace_flat(self, values)
 
     @classmethod
     def from_science(cls, science: dict[str, Any]) -> ExperimentConfig:
@@ -214,16 +253,22 @@ class ExperimentConfig:
                                      "masks: give one of them")
         if not self.seeds:
             raise TicketlabError("at least one seed is needed, e.g. --seeds 0")
-        if t.lr <= 0:
-            raise TicketlabError(f"lr must be > 0, got {t.lr}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise TicketlabError(f"seeds repeat ({','.join(map(str, self.seeds))}): list each "
+                                 "seed once, e.g. --seeds 0,1,2")
+        if min(self.seeds) < 0:
+            raise TicketlabError(f"seed {min(self.seeds)} is negative: seeds are integers >= 0, "
+                                 "e.g. --seeds 0,1,2")
+        if self.data.validation_size is not None and self.data.validation_size < 1:
+            raise TicketlabError(f"validation size must be >= 1, got {self.data.validation_size}"
+                                 ": leave it out for the default")
+        _number("lr", t.lr, "> 0", t.lr > 0, "--lr 0.0012")
         if t.batch_size < 1:
             raise TicketlabError(f"batch size must be >= 1, got {t.batch_size}")
-        if not 0 <= t.momentum < 1:
-            raise TicketlabError(f"momentum must be in [0, 1), got {t.momentum}")
-        if t.gamma <= 0:
-            raise TicketlabError(f"gamma must be > 0, got {t.gamma}")
-        if t.weight_decay < 0:
-            raise TicketlabError(f"weight decay must be >= 0, got {t.weight_decay}")
+        _number("momentum", t.momentum, "in [0, 1)", 0 <= t.momentum < 1, "--momentum 0.9")
+        _number("gamma", t.gamma, "> 0", t.gamma > 0, "--gamma 0.1")
+        _number("weight decay", t.weight_decay, ">= 0", t.weight_decay >= 0,
+                "--weight-decay 0.0001")
         if t.nesterov and (t.optimizer != "sgd" or t.momentum == 0):
             raise TicketlabError("nesterov needs --optimizer sgd and a --momentum above 0")
         for s in (t.train, t.eval_every, t.warmup, self.rewind, *t.milestones):
@@ -239,6 +284,40 @@ class ExperimentConfig:
                 raise TicketlabError(
                     f"{what} must be a fraction in (0, 1), got {r} (0.2 prunes 20% per level)"
                 )
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """Builds the model on the dataset's input shape (no data loaded) and runs one dummy
+        forward, so a model that does not fit the images, or a pruning group it does not
+        have, is refused before anything trains."""
+        import torch
+
+        from ticketlab.data import get_dataset
+        from ticketlab.models import MODELS, prunable_groups
+
+        info = get_dataset(self.data.dataset)
+        name, shape = self.model.model, tuple(info.input_shape)
+        try:
+            with torch.no_grad():
+                model = MODELS[name][0](shape, info.num_classes)
+                model(torch.zeros(1, *shape))
+        except (RuntimeError, ValueError):
+            need = _smallest_fitting_side(name, shape, info.num_classes)
+            size = "x".join(map(str, shape))
+            fix = (f"it needs images of at least {need}x{need} pixels" if need else
+                   "it does not fit this input")
+            raise TicketlabError(
+                f"model {name} does not fit dataset {info.name} ({size} images): {fix}; "
+                "choose another --model or --dataset (see ticketlab models)") from None
+        groups = sorted(set(prunable_groups(model).values()))
+        p = self.pruning
+        for what, names, allowed in (("--rates", p.rates, set(groups) | set(PAPER_RATES)),
+                                     ("--exclude", p.exclude, set(groups))):
+            for g in names:
+                if g not in allowed:
+                    raise TicketlabError(
+                        f"unknown group '{g}' in {what}: {name} has the groups "
+                        f"{', '.join(groups)}; name one of those")
 
     def budget(self, iterations_per_epoch: int) -> tuple[int, int]:
         """(rewind step, training steps) in iterations, checked against each other."""
@@ -255,6 +334,30 @@ class ExperimentConfig:
 def _choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise TicketlabError(f"unknown {what} '{value}': choose one of {', '.join(allowed)}")
+
+
+def _number(what: str, value: float, rule: str, ok: bool, example: str) -> None:
+    """Refuses a non-finite value (NaN passes every comparison) or one that breaks `rule`."""
+    if not (math.isfinite(value) and ok):
+        raise TicketlabError(f"{what} must be a finite number {rule}, got {value}: "
+                             f"e.g. {example}")
+
+
+def _smallest_fitting_side(name: str, shape: tuple[int, ...], num_classes: int) -> int | None:
+    """The smallest square image side the model accepts (None: none up to 256)."""
+    import torch
+
+    from ticketlab.models import MODELS
+
+    for side in range(max(shape[1:]) + 1, 257):
+        try:
+            with torch.no_grad():
+                MODELS[name][0]((shape[0], side, side), num_classes)(
+                    torch.zeros(1, shape[0], side, side))
+            return side
+        except (RuntimeError, ValueError):
+            continue
+    return None
 
 
 @dataclass
@@ -276,6 +379,23 @@ class Runtime:
     command: str | None = None  # the command line, recorded in the run's config.json
     recompute: bool = False  # delete damaged units (and what was started from them), redo them
 
+    def validate(self) -> None:
+        """Checks that need no torch: the device's spelling, the checkpoint interval."""
+        check_device_name(self.device)
+        c = self.checkpoint_every
+        if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c < 0:
+            raise TicketlabError(f"--checkpoint-every must be a finite number of seconds >= 0, "
+                                 f"got {c}: e.g. 60 (0: at every evaluation)")
+
+
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(name: str) -> None:
+    """auto, cpu, cuda, cuda:N or mps; anything else (meta, tpu...) is refused."""
+    if not isinstance(name, str) or not DEVICE_RE.match(name):
+        raise TicketlabError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps")
+
 
 # ---------------------------------------------------------------------------- flat keys
 
@@ -291,23 +411,131 @@ def field_index() -> dict[str, str | None]:
     return index
 
 
-def apply_overrides(config: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
-    """Sets flat keys (e.g. {"lr": 1e-3, "model": "conv2"}) on a copy of `config`."""
+STEP_KEYS = ("warmup", "train", "eval_every", "rewind", "milestones")
+CHOICE_KEYS = ("model", "init", "optimizer", "schedule", "scope", "criterion")
+
+
+def _typed_fields() -> dict[str, tuple[str | None, Any]]:
+    """Flat key -> (section, type hint), from the dataclasses' own annotations."""
+    out: dict[str, tuple[str | None, Any]] = {}
+    hints = typing.get_type_hints(ExperimentConfig)
+    for f in fields(ExperimentConfig):
+        if f.name in ExperimentConfig.SECTIONS:
+            sub = typing.get_type_hints(hints[f.name])
+            out.update({g.name: (f.name, sub[g.name]) for g in fields(hints[f.name])})
+        else:
+            out[f.name] = (None, hints[f.name])
+    return out
+
+
+def _replace_flat(config: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
+    """A copy of `config` with flat keys set (no checks)."""
     config = dataclasses.replace(
         config, **{s: dataclasses.replace(getattr(config, s)) for s in config.SECTIONS}
     )
     index = field_index()
     for key, value in values.items():
-        if key not in index:
-            raise TicketlabError(f"unknown setting '{key}': see ticketlab find --help for names")
         section = index[key]
-        target = config if section is None else getattr(config, section)
-        if isinstance(value, list):
-            value = tuple(value)
+        setattr(config if section is None else getattr(config, section), key, value)
+    return config
+
+
+def _as_floats(value: Any, hint: Any) -> Any:
+    """Whole numbers where the type says float become floats (TOML `lr = 1` is 1.0)."""
+    if value is None or isinstance(value, bool):
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is float and isinstance(value, int):
+        return float(value)
+    if origin in (typing.Union, types.UnionType):
+        return _as_floats(value, next(a for a in args if a is not type(None)))
+    if origin is tuple and isinstance(value, tuple):
+        return tuple(_as_floats(v, args[0]) for v in value)
+    if origin is dict and isinstance(value, dict):
+        return {k: _as_floats(v, args[1]) for k, v in value.items()}
+    return value
+
+
+def type_name(hint: Any) -> str:
+    """How a type reads in a message: 'a number', 'a list of integers', ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(type_name(a) for a in inner) + " (or left out)"
+    if origin is tuple:
+        return f"a list of {type_name(args[0]).split(' ', 1)[1]}s"
+    if origin is dict:
+        return (f"a table of {type_name(args[0]).split(' ', 1)[1]} = "
+                f"{type_name(args[1]).split(' ', 1)[1]} entries")
+    return {bool: "a boolean (true or false)", int: "an integer", float: "a number",
+            str: "a string", Path: "a path string"}.get(hint, getattr(hint, "__name__", "?"))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is Path:
+        return isinstance(value, str | Path)
+    return isinstance(value, hint)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, Path):
+        value = str(value)
+    return json.dumps(value) if isinstance(value, str | bool | int | float) else repr(value)
+
+
+def check_type(key: str, value: Any, hint: Any, default: Any = None) -> Any:
+    """`value` converted to the field's type (lists to tuples, whole numbers to floats),
+    or a one-line error naming the key, the value and the type expected."""
+    if not _fits(value, hint):
+        example = f", e.g. {key} = {_toml(default)}" if default not in (None, ()) else ""
+        raise TicketlabError(f"setting '{key}' is {_toml(value)} ({type(value).__name__}): "
+                             f"expected {type_name(hint)}{example}")
+    if isinstance(value, list):
+        value = tuple(value)
+    if hint is Path or (value is not None and Path in typing.get_args(hint)):
+        value = Path(value)
+    return _as_floats(value, hint)
+
+
+def runtime_hints() -> dict[str, Any]:
+    return typing.get_type_hints(Runtime)
+
+
+def apply_overrides(config: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
+    """Sets flat keys (e.g. {"lr": 1e-3, "model": "conv2"}) on a copy of `config`, each
+    checked against its field's type, and returns the canonical spelling of the result."""
+    typed, defaults = _typed_fields(), ExperimentConfig()
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in typed:
+            raise TicketlabError(f"unknown setting '{key}': see ticketlab find --help for names")
+        section = typed[key][0]
+        default = getattr(defaults if section is None else getattr(defaults, section), key)
+        value = check_type(key, value, typed[key][1], default)
         if key == "rates":
             value = {**PAPER_RATES, **dict(value)}
-        setattr(target, key, value)
-    return config
+        checked[key] = value
+    return _replace_flat(config, checked).canonical()
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -321,7 +549,7 @@ def load_toml(path: Path) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if key in ExperimentConfig.SECTIONS and isinstance(value, dict):
-            flat.update(value)
+            flat.update({k.replace("-", "_"): v for k, v in value.items()})
         else:
             flat[key.replace("-", "_")] = value
     return flat

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ticketlab.config import ExperimentConfig, Runtime, Step, derive_seed
+from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name, derive_seed
 from ticketlab.data import SOURCES, Dataset, load_dataset, resolve_data_dir
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit, UnitLock
@@ -85,14 +85,21 @@ class Reporter(Protocol):
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto (CUDA when present), cpu, cuda, cuda:N or mps, checked to exist here; devices
+    that hold no data (meta) or that ticketlab does not support are refused."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TicketlabError(f"unknown device '{name}': use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TicketlabError("--device cuda, but no CUDA GPU is available: use --device auto")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TicketlabError(f"--device {name}, but no CUDA GPU is available: use "
+                                 "--device auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TicketlabError(f"--device {name}, but there are {torch.cuda.device_count()} "
+                                 "CUDA GPUs (cuda:0 ...): choose one of them")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise TicketlabError("--device mps, but MPS is not available: use --device auto")
     return device
 
 
@@ -118,6 +125,7 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
     `ticketlab.threads`) and the caller's again afterwards."""
     runtime = runtime or Runtime()
     config.validate()
+    runtime.validate()
     with using_threads(runtime.threads) as threads:
         return _run_imp(config, runtime, reporter, threads)
 
