@@ -7,7 +7,7 @@
         mask.safetensors               the mask this unit trained under
         rewind.safetensors             its starting weights: the rewind point under the mask
         final.safetensors              its weights at the end of training
-        metrics.csv                    iteration, split, loss, accuracy
+        metrics.csv                    iteration, split (val, test, train), loss, accuracy
         result.json                    its record; written last, it marks the unit done
         checkpoint.pt                  only while the unit trains (resume point)
       seed_<s>/level_00/ticket/init.safetensors   the weights at step 0
@@ -42,9 +42,12 @@ from ticketlab.training.loop import Checkpoint, Eval
 
 VARIANTS = ("ticket", "reinit", "random", "reshuffle", "signed_constant",
             "random_signed_constant", "freeze_init", "freeze_init_zero_mask")
+# Records written before training accuracy and divergence were recorded lack the four keys
+# early_stop_train_accuracy..diverged_iteration: readers use .get().
 RECORD_KEYS = ("seed", "level", "variant", "density", "model_density", "early_stop_iteration",
                "early_stop_val_loss", "early_stop_test_accuracy", "final_test_accuracy",
-               "start_iteration", "end_iteration")
+               "early_stop_train_accuracy", "final_train_accuracy", "diverged",
+               "diverged_iteration", "start_iteration", "end_iteration")
 
 
 @dataclass(frozen=True)
