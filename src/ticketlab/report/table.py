@@ -90,9 +90,9 @@ def levels_table(summary: dict[str, Any], title: str | None = None) -> Table:
                 its = [i for i in cell.get("early_stop_iteration", []) if i is not None]
                 accs = [100 * a for a in cell.get("early_stop_test_accuracy", []) if a is not None]
                 n_diverged = sum(cell.get("diverged", []))
-                mark = "" if not n_diverged else " diverged" if n_diverged == len(
+                mark = "" if not n_diverged else " (diverged)" if n_diverged == len(
                     cell["diverged"]) else f" ({n_diverged} diverged)"
-                cells.append(_stat(its, ".0f") + mark if its else mark.strip() or "-")
+                cells.append(_stat(its, ".0f") + mark if its else mark.strip(" ()") or "-")
                 cells.append(_stat(accs, ".2f") if accs else "-")
             else:
                 cells += ["", ""]
