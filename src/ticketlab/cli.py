@@ -9,6 +9,7 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
@@ -262,8 +263,9 @@ class RichReporter:
     """Progress bar per unit or group (level, variant, iteration, ETA, validation accuracy)
     and for the run; ETAs from the measured step rate (units reused from disk excluded)."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, clock: Callable[[], float] = time.monotonic):
         self.runtime = runtime
+        self.clock = clock
         self.quiet = bool(runtime.quiet)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -301,12 +303,12 @@ class RichReporter:
         task = self.progress.add_task(desc, total=end - start, unit="it", val="",
                                       eta=format_eta(None))
         self._end_task()
-        self.task, self.per_unit, began = task, end - start, time.monotonic()
+        self.task, self.per_unit, began = task, end - start, self.clock()
         n = len(units)
 
         def update(step: int, val_acc: float | None) -> None:
             val = f"val acc {100 * val_acc:.2f}%" if val_acc is not None else ""
-            seconds, done = time.monotonic() - began, step - start
+            seconds, done = self.clock() - began, step - start
             self.task_measured = (n * done, seconds)
             unit_eta = estimate_eta(end - step, done, seconds)
             self.progress.update(task, completed=done, val=val, eta=format_eta(unit_eta))
