@@ -17,8 +17,8 @@ from ticketlab.training import (
     interrupt,
     lr_schedule,
     train,
+    train_eval_subset,
 )
-from ticketlab.training.loop import train_eval_subset
 
 
 @pytest.fixture(scope="module")
