@@ -340,3 +340,64 @@ def test_ctrl_c_while_importing_exits_quietly_with_130(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 1, stderr
+
+
+def test_diverged_run_finishes_flagged_in_records_and_table(tmp_path, capsys):
+    code, out, err = cli(capsys, "find", "--train", "200it", "--eval-every", "20it",
+                         "--levels", "1", "--optimizer", "sgd", "--lr", "10",
+                         "--out", str(tmp_path))
+    assert code == 0, err
+    assert "diverged at" in err  # the progress display's line per unit
+    assert "(diverged)" in out  # the levels table marks the cells
+
+    def refuse(name):
+        raise ValueError(name)
+
+    run = run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["records"][0]["diverged"]  # the dense network, at least
+    assert all((r["final_test_accuracy"] is None) == r["diverged"] for r in summary["records"])
+    for path in run.glob("seed_*/level_*/*/result.json"):
+        json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_eta_estimate():
+    from ticketlab.cli import estimate_eta, format_eta
+    assert estimate_eta(300, 100, 2.0) == 6.0
+    assert estimate_eta(0, 100, 2.0) == 0.0
+    assert estimate_eta(300, 0, 2.0) is None and estimate_eta(300, 100, 0.0) is None
+    assert format_eta(None) == "ETA -:--:--"
+    assert format_eta(3725.4) == "ETA 1:02:05"
+
+
+def test_run_eta_counts_trained_units_only(tmp_path):
+    """Reused units leave the rate alone; a group of n units counts n iterations per step."""
+    from tests.conftest import tiny_config
+    from ticketlab.cli import RichReporter
+    from ticketlab.config import Runtime
+    from ticketlab.experiments.store import RunStore, Unit
+
+    now = [0.0]
+    reporter = RichReporter(Runtime(quiet=False), clock=lambda: now[0])
+    record = {"density": 1.0, "early_stop_iteration": 0, "early_stop_test_accuracy": 0.5}
+
+    def etas():
+        return {t.description: t.fields["eta"] for t in reporter.progress.tasks}
+
+    with reporter:
+        reporter.start_run(tiny_config(), RunStore(tmp_path), "cpu")  # 7 units
+        reporter.end_unit(Unit(0, 0, "ticket"), record, reused=True)
+        update = reporter.start_units([Unit(0, 1, "ticket")], 0, 100)
+        assert etas()["all units"] == "ETA -:--:--"  # nothing measured yet
+        now[0] = 10.0
+        update(50, None)  # 5 it/s: 50 left here, 5 more units of 100
+        assert etas() == {"all units": "ETA 0:01:50", "level 1 ticket seed 0": "ETA 0:00:10"}
+        now[0] = 20.0
+        update(100, None)
+        reporter.end_unit(Unit(0, 1, "ticket"), record, reused=False)
+        group = [Unit(0, 1, "reinit"), Unit(0, 1, "random"), Unit(0, 2, "ticket")]
+        update = reporter.start_units(group, 0, 100)
+        now[0] = 30.0
+        update(50, None)  # 250 unit-iterations in 30 s; 3 x 50 left here, 2 units of 100
+        assert etas()["all units"] == "ETA 0:00:42"
+        assert etas()["level 1: 3 units together"] == "ETA 0:00:10"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,7 +21,6 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from ticketlab.config import (
@@ -293,17 +294,41 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
     ])
 
 
-class RichReporter:
-    """Progress bar per unit (level, variant, iteration, ETA, validation accuracy)."""
+def estimate_eta(remaining: float, done: float, seconds: float) -> float | None:
+    """Seconds left for `remaining` iterations at the measured rate (`done` in `seconds`).
 
-    def __init__(self, runtime: Runtime):
+    None until something was measured. Iterations count per unit: a group of g units trained
+    together for n steps did g * n, so groups and single units share one rate.
+    """
+    if done <= 0 or seconds <= 0:
+        return None
+    return max(0.0, remaining) * seconds / done
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA -:--:--"
+    s = round(seconds)
+    return f"ETA {s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class RichReporter:
+    """Progress bar per unit or group (level, variant, iteration, ETA, validation accuracy)
+    and for the run; ETAs from the measured step rate (units reused from disk excluded)."""
+
+    def __init__(self, runtime: Runtime, clock: Callable[[], float] = time.monotonic):
         self.runtime = runtime
+        self.clock = clock
         self.quiet = bool(runtime.quiet)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[val]}"), console=err, disable=self.quiet, transient=True)
+            TextColumn("{task.fields[unit]}"), TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[val]}"),
+            console=err, disable=self.quiet, transient=True)
+        self.task: Any = None  # the unit or group training now
+        self.units_left = 0  # units of the run not ended yet, the training ones included
+        self.measured = (0, 0.0)  # unit-iterations trained, seconds: finished tasks only
+        self.per_unit = 0  # iterations one unit trains (its start to the budget's end)
 
     def __enter__(self) -> RichReporter:
         self.progress.start()
@@ -318,7 +343,9 @@ class RichReporter:
         self.progress.console.print(describe(config, store, device), highlight=False,
                                     soft_wrap=True)
         units = len(config.seeds) * (1 + config.n_levels * (1 + len(config.controls)))
-        self.run_task = self.progress.add_task("all units", total=units, unit="units", val="")
+        self.units_left = units
+        self.run_task = self.progress.add_task("all units", total=units, unit="units", val="",
+                                               eta=format_eta(None))
 
     def start_units(self, units: list[Unit], start: int, end: int):
         if self.quiet:
@@ -326,13 +353,23 @@ class RichReporter:
         u = units[0]
         desc = (f"level {u.level} {u.variant} seed {u.seed}" if len(units) == 1 else
                 f"level {u.level}: {len(units)} units together")
-        task = self.progress.add_task(desc, total=end - start, unit="it", val="")
+        task = self.progress.add_task(desc, total=end - start, unit="it", val="",
+                                      eta=format_eta(None))
+        self._end_task()
+        self.task, self.per_unit, began = task, end - start, self.clock()
+        n = len(units)
 
         def update(step: int, val_acc: float | None) -> None:
             val = f"val acc {100 * val_acc:.2f}%" if val_acc is not None else ""
-            self.progress.update(task, completed=step - start, val=val)
-            if step == end:
-                self.progress.remove_task(task)
+            seconds, done = self.clock() - began, step - start
+            self.task_measured = (n * done, seconds)
+            unit_eta = estimate_eta(end - step, done, seconds)
+            self.progress.update(task, completed=done, val=val, eta=format_eta(unit_eta))
+            trained, spent = self.measured
+            later = (self.units_left - n) * self.per_unit  # units not started yet
+            run_eta = estimate_eta(n * (end - step) + later, trained + n * done, spent + seconds)
+            self.progress.update(self.run_task, eta=format_eta(run_eta))
+        self.task_measured = (0, 0.0)
         return update
 
     def wait_units(self, units: list[Unit]) -> None:
@@ -349,16 +386,33 @@ class RichReporter:
         self.progress.console.print(f"recomputing {unit.relpath()}: {reason}", highlight=False,
                                     markup=False, soft_wrap=True)
 
+    def _end_task(self) -> None:
+        """Closes the training task: its bar goes, its measured rate joins the run's."""
+        if self.task is None:
+            return
+        self.progress.remove_task(self.task)
+        trained, spent = self.measured
+        done, seconds = self.task_measured
+        self.measured = (trained + done, spent + seconds)
+        self.task = None
+
     def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None:
         if self.quiet:
             return
+        self._end_task()  # training ended (the budget's end, or all diverged) before this
+        self.units_left -= 1
         self.progress.advance(self.run_task)
         done = "done before" if reused else "done"
+        if record.get("diverged") and record.get("early_stop_iteration") is None:
+            result = f"diverged at {record['diverged_iteration']} it"
+        else:
+            result = (f"early stop at {record['early_stop_iteration']} it, test acc "
+                      f"{100 * record['early_stop_test_accuracy']:.2f}%")
+            if record.get("diverged"):
+                result += f", diverged at {record['diverged_iteration']} it"
         self.progress.console.print(
             f"level {unit.level} {unit.variant} seed {unit.seed}: "
-            f"{100 * record['density']:.1f}% remaining, early stop at "
-            f"{record['early_stop_iteration']} it, test acc "
-            f"{100 * record['early_stop_test_accuracy']:.2f}% ({done})", highlight=False,
+            f"{100 * record['density']:.1f}% remaining, {result} ({done})", highlight=False,
             soft_wrap=True)
 
 

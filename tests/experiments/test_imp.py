@@ -29,6 +29,12 @@ def test_imp_run_layout_records_and_controls(runtime):
                      "metrics.csv", "result.json"):
             assert (unit_dir / name).is_file()
         assert not (unit_dir / "checkpoint.pt").exists()
+        # training accuracy: the "train" rows at the early-stop iteration and at the end
+        metrics = store.metrics(Unit(r["seed"], r["level"], r["variant"]))
+        train_acc = {e.iteration: e.accuracy for e in metrics if e.split == "train"}
+        assert r["early_stop_train_accuracy"] == train_acc[r["early_stop_iteration"]]
+        assert r["final_train_accuracy"] == train_acc[r["end_iteration"]]
+        assert r["diverged"] is False and r["diverged_iteration"] is None
     assert json.loads((store.root / "summary.json").read_text()) == summary
     assert store.config()["science"] == config.science()
 
@@ -65,6 +71,39 @@ def test_imp_run_layout_records_and_controls(runtime):
     assert torch.all(final2["fc1.weight"][~t2["fc1.weight"]] == 0)
     from ticketlab.models import build_model
     build_model("lenet_300_100", (1, 8, 8), 10).load_state_dict(final2)
+
+
+def strict_json(path):
+    """json.loads as a strict parser would: NaN and Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"{path}: non-standard JSON constant {name}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_diverged_units_are_flagged_and_stop(tmp_path, vectorize):
+    from ticketlab.report import levels_table
+    config = tiny_config(optimizer="sgd", lr=10.0, levels=1, seeds=(0, 1), train="200it")
+    summary = run_imp(config, Runtime(out=tmp_path, device="cpu", vectorize=vectorize))
+    store = RunStore(tmp_path / config.run_name())
+    assert strict_json(store.root / "summary.json") == summary
+    diverged = [r for r in summary["records"] if r["diverged"]]
+    assert diverged, "lr 10 with plain SGD should diverge on digits"
+    for r in summary["records"]:
+        unit = Unit(r["seed"], r["level"], r["variant"])
+        assert strict_json(store.dir(unit) / "result.json") == r
+        metrics = store.metrics(unit)
+        if not r["diverged"]:
+            assert r["diverged_iteration"] is None
+            continue
+        # metrics end at the first non-finite evaluation: training stopped there
+        assert max(e.iteration for e in metrics) == r["diverged_iteration"] < 200
+        assert r["final_test_accuracy"] is None and r["final_train_accuracy"] is None
+        assert r["early_stop_iteration"] < r["diverged_iteration"]
+    from rich.console import Console
+    console = Console(width=200, record=True)
+    console.print(levels_table(summary))
+    assert "diverged" in console.export_text()
 
 
 def test_same_config_same_results(tmp_path):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -7,7 +9,16 @@ from ticketlab.config import TrainingHparams
 from ticketlab.data import load_dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.models import build_model
-from ticketlab.training import Checkpoint, EarlyStop, Eval, interrupt, lr_schedule, train
+from ticketlab.training import (
+    Checkpoint,
+    EarlyStop,
+    Eval,
+    evaluate,
+    interrupt,
+    lr_schedule,
+    train,
+    train_eval_subset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +53,77 @@ def test_early_stop_is_lowest_validation_loss_not_best_test():
     ]
     stop = EarlyStop.from_metrics(metrics)
     assert (stop.iteration, stop.test_accuracy, stop.final_test_accuracy) == (100, 0.91, 0.95)
+    # metrics written before training accuracy was recorded: no train rows, None
+    assert (stop.train_accuracy, stop.final_train_accuracy) == (None, None)
+    assert not stop.diverged and stop.diverged_iteration is None
+
+    with_train = [*metrics, Eval(0, "train", 2.0, 0.12), Eval(100, "train", 0.4, 0.93),
+                            Eval(300, "train", 0.3, 0.97)]
+    stop = EarlyStop.from_metrics(with_train)
+    assert (stop.train_accuracy, stop.final_train_accuracy) == (0.93, 0.97)
+
+
+def test_early_stop_among_finite_evaluations_only():
+    nan, inf = math.nan, math.inf
+    metrics = [
+        Eval(0, "val", 2.0, 0.1), Eval(0, "test", 2.0, 0.1), Eval(0, "train", 2.0, 0.11),
+        Eval(100, "val", 0.5, 0.9), Eval(100, "test", 0.5, 0.91), Eval(100, "train", 0.4, 0.92),
+        Eval(200, "val", 0.3, 0.2), Eval(200, "test", inf, 0.1),  # diverged: test loss inf
+    ]
+    stop = EarlyStop.from_metrics(metrics)
+    assert (stop.iteration, stop.test_accuracy, stop.train_accuracy) == (100, 0.91, 0.92)
+    assert stop.diverged and stop.diverged_iteration == 200
+    assert (stop.final_test_accuracy, stop.final_train_accuracy) == (None, None)
+
+    never = EarlyStop.from_metrics([Eval(0, "val", nan, 0.1), Eval(0, "test", nan, 0.1)])
+    assert never.diverged_iteration == 0
+    assert (never.iteration, never.val_loss, never.test_accuracy, never.final_test_accuracy,
+            never.train_accuracy, never.final_train_accuracy) == (None,) * 6
+
+
+def test_train_accuracy_at_new_validation_minima_and_at_the_end(digits):
+    model = model_for(digits)
+    metrics = train(model, digits, TrainingHparams(), seed=0, end=60, eval_every=10)
+    val = [e for e in metrics if e.split == "val"]
+    best, minima = math.inf, []
+    for e in val:
+        if e.loss < best:
+            best = e.loss
+            minima.append(e.iteration)
+    train_rows = [e for e in metrics if e.split == "train"]
+    assert [e.iteration for e in train_rows] == sorted({*minima, 60})
+    assert len(train_rows) < len(val)  # this run has evaluations that are no new minimum
+    # digits has fewer than 10,000 training images: all of them, measured like any split
+    x, y = train_eval_subset(digits)
+    assert torch.equal(x, digits.x_train) and torch.equal(y, digits.y_train)
+    assert (train_rows[-1].loss, train_rows[-1].accuracy) == evaluate(model, x, y)
+    stop = EarlyStop.from_metrics(metrics)
+    assert stop.train_accuracy == next(e.accuracy for e in train_rows
+                                       if e.iteration == stop.iteration)
+    assert stop.final_train_accuracy == train_rows[-1].accuracy
+
+
+def test_train_subset_is_fixed_per_dataset(digits):
+    x, y = train_eval_subset(digits, size=100)
+    again_x, again_y = train_eval_subset(load_dataset("digits"), size=100)  # a fresh load
+    assert torch.equal(x, again_x) and torch.equal(y, again_y)
+    assert len(y) == 100 and not torch.equal(x, digits.x_train[:100])  # drawn, not the first
+    rows = {tuple(r.tolist()) for r in digits.x_train.flatten(1)}
+    assert all(tuple(r.tolist()) in rows for r in x.flatten(1))
+
+
+def test_a_diverging_model_stops_at_its_first_non_finite_evaluation(digits):
+    hp = TrainingHparams(optimizer="sgd", lr=10.0)
+    steps = []
+    metrics = train(model_for(digits), digits, hp, seed=0, end=200, eval_every=10,
+                    progress=lambda step, _: steps.append(step))
+    last = metrics[-1].iteration
+    assert last < 200 and steps == [s for s in steps if s <= last]
+    assert all(math.isfinite(e.loss) for e in metrics if e.iteration < last)
+    assert not all(math.isfinite(e.loss) for e in metrics if e.iteration == last)
+    assert not any(e.split == "train" for e in metrics if e.iteration == last)
+    stop = EarlyStop.from_metrics(metrics)
+    assert stop.diverged_iteration == last and stop.iteration is not None
 
 
 @pytest.mark.parametrize("hp", [
@@ -125,6 +207,9 @@ def test_interrupt_and_resume_is_bit_identical(digits, tmp_path):
     metrics = train(resumed, digits, hp, seed=0, end=80, eval_every=10, mask=mask,
                     checkpoint=ckpt)
     assert metrics == expected
+    # training-set rows before and after the interruption (new minima, the end) are compared
+    train_its = [e.iteration for e in expected if e.split == "train"]
+    assert min(train_its) < 50 < max(train_its) and 80 in train_its
     assert all(torch.equal(weights(reference)[k], v) for k, v in weights(resumed).items())
 
 

@@ -1,5 +1,7 @@
 """Replicates trained together follow the trajectories they follow alone."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,14 @@ from ticketlab.config import TrainingHparams
 from ticketlab.data import load_dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.models import build_model
-from ticketlab.training import Checkpoint, interrupt, train, train_replicates, vectorizable
+from ticketlab.training import (
+    Checkpoint,
+    EarlyStop,
+    interrupt,
+    train,
+    train_replicates,
+    vectorizable,
+)
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +132,41 @@ def test_replicates_snapshot_and_resume(digits, tmp_path, monkeypatch):
     again = train_replicates(resumed, digits, hp, seeds=[0, 1], end=40, eval_every=10,
                              checkpoint=ckpt)
     assert again == ref
+    for m in ref:  # the training-set rows, before and after the interruption, are compared
+        train_its = [e.iteration for e in m if e.split == "train"]
+        assert min(train_its) < 25 < max(train_its) and 40 in train_its
     for a, b in zip(resumed, straight):
         for wa, wb in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(wa, wb)
+
+
+def test_a_diverged_replicate_stops_while_the_others_continue(digits):
+    hp = TrainingHparams(lr=1e-2, batch_size=32)
+
+    def fresh(broken):
+        model = build_model("lenet_300_100", digits.input_shape, digits.num_classes, seed=0)
+        if broken:
+            with torch.no_grad():
+                model.fc1.bias.fill_(math.nan)  # non-finite from the first evaluation on
+        return model
+
+    solo = fresh(False)
+    expected = train(solo, digits, hp, seed=0, end=40, eval_every=10)
+    models = [fresh(False), fresh(True)]
+    ok, broken = train_replicates(models, digits, hp, seeds=[0, 0], end=40, eval_every=10)
+    assert [(e.iteration, e.split) for e in ok] == [(e.iteration, e.split) for e in expected]
+    for e, s in zip(ok, expected):
+        assert e.loss == pytest.approx(s.loss, rel=1e-4, abs=1e-6)
+    assert [(e.iteration, e.split) for e in broken] == [(0, "val"), (0, "test")]
+    stop = EarlyStop.from_metrics(broken)
+    assert stop.diverged_iteration == 0 and stop.iteration is None
+    assert EarlyStop.from_metrics(ok).diverged_iteration is None
+
+    # all of them diverged: training stops before its first step
+    steps = []
+    metrics = train_replicates([fresh(True), fresh(True)], digits, hp, seeds=[0, 1], end=40,
+                               eval_every=10, progress=lambda step, _: steps.append(step))
+    assert steps == [] and all(len(m) == 2 for m in metrics)
 
 
 def test_models_with_dropout_are_not_vectorised():

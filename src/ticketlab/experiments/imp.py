@@ -444,6 +444,9 @@ def _finish(ctx: Context, unit: Unit, model: torch.nn.Module, mask: Mask, start:
         "early_stop_iteration": stop.iteration, "early_stop_val_loss": stop.val_loss,
         "early_stop_test_accuracy": stop.test_accuracy,
         "final_test_accuracy": stop.final_test_accuracy,
+        "early_stop_train_accuracy": stop.train_accuracy,
+        "final_train_accuracy": stop.final_train_accuracy,
+        "diverged": stop.diverged, "diverged_iteration": stop.diverged_iteration,
         "start_iteration": start, "end_iteration": ctx.end,
     }
     store.finish(unit, metrics, record)

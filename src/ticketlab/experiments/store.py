@@ -7,7 +7,7 @@
         mask.safetensors               the mask this unit trained under
         rewind.safetensors             its starting weights: the rewind point under the mask
         final.safetensors              its weights at the end of training
-        metrics.csv                    iteration, split, loss, accuracy
+        metrics.csv                    iteration, split (val, test, train), loss, accuracy
         result.json                    its record; written last, it marks the unit done
         checkpoint.pt                  only while the unit trains (resume point)
         .lock                          held (flock) by the process training the unit
@@ -18,8 +18,6 @@ Every file is written atomically, so a killed run leaves complete files or none,
 is done exactly when its result.json exists. Several processes may work on one run: each
 unit is trained by the one process that holds its lock, and the OS releases a lock when its
 process dies, so a killed process never blocks the run.
-
-is done exactly when its result.json exists.
 
 Damaged files are caught where they are read: each tensor file carries its checksum and kind
 (see `ticketlab.io`), result.json lists the checksums of its unit's tensor files (under
@@ -68,9 +66,12 @@ except ImportError:  # no flock (Windows): one process per run directory, as bef
 
 VARIANTS = ("ticket", "reinit", "random", "reshuffle", "signed_constant",
             "random_signed_constant", "freeze_init", "freeze_init_zero_mask")
+# Records written before training accuracy and divergence were recorded lack the four keys
+# early_stop_train_accuracy..diverged_iteration: readers use .get().
 RECORD_KEYS = ("seed", "level", "variant", "density", "model_density", "early_stop_iteration",
                "early_stop_val_loss", "early_stop_test_accuracy", "final_test_accuracy",
-               "start_iteration", "end_iteration")
+               "early_stop_train_accuracy", "final_train_accuracy", "diverged",
+               "diverged_iteration", "start_iteration", "end_iteration")
 # What every result.json has had since 0.1: a record lacking one of these is damaged. (Keys
 # added later may be absent from older records; readers must tolerate that.)
 REQUIRED_KEYS = ("seed", "level", "variant", "density", "model_density",

@@ -41,6 +41,7 @@ def level_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "early_stop_iteration": [r["early_stop_iteration"] for r in rs],
                 "early_stop_test_accuracy": [r["early_stop_test_accuracy"] for r in rs],
                 "seeds": [r["seed"] for r in rs],
+                "diverged": [bool(r.get("diverged")) for r in rs],  # absent in old records
             }
         rows.append(row)
     return rows
@@ -86,9 +87,13 @@ def levels_table(summary: dict[str, Any], title: str | None = None) -> Table:
         for v in present:
             if v == "ticket" or row["level"] > 0:
                 cell = row.get(v, {})
-                cells.append(_stat(cell.get("early_stop_iteration", []), ".0f"))
-                cells.append(_stat([100 * a for a in cell.get("early_stop_test_accuracy", [])],
-                                   ".2f"))
+                its = [i for i in cell.get("early_stop_iteration", []) if i is not None]
+                accs = [100 * a for a in cell.get("early_stop_test_accuracy", []) if a is not None]
+                n_diverged = sum(cell.get("diverged", []))
+                mark = "" if not n_diverged else " (diverged)" if n_diverged == len(
+                    cell["diverged"]) else f" ({n_diverged} diverged)"
+                cells.append(_stat(its, ".0f") + mark if its else mark.strip(" ()") or "-")
+                cells.append(_stat(accs, ".2f") if accs else "-")
             else:
                 cells += ["", ""]
         table.add_row(*cells)

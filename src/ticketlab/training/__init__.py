@@ -6,10 +6,11 @@ from ticketlab.training.loop import (
     EarlyStop,
     Eval,
     train,
+    train_eval_subset,
     train_replicates,
     vectorizable,
 )
 from ticketlab.training.optimizers import build_optimizer, lr_schedule
 
 __all__ = ["Checkpoint", "EarlyStop", "Eval", "build_optimizer", "evaluate", "lr_schedule",
-           "train", "train_replicates", "vectorizable"]
+           "train", "train_eval_subset", "train_replicates", "vectorizable"]

@@ -6,13 +6,26 @@ schedule from its rewind step and a resumed run continues exactly where it stopp
 
 One loop serves two trainees: `Solo` (one model, the reference) and `Stack` (replicates
 trained together by `torch.func.vmap` over stacked weights, see `train_replicates`).
+
+What an evaluation records (rows of `Eval`, per replicate):
+- "val" and "test": loss and accuracy on the whole validation and test sets, at the start,
+  every `eval_every` steps and at the end;
+- "train": on a fixed subset of the training set (`train_eval_subset`: up to 10,000
+  images, the same for every trial), only where it is needed for the paper's Figure 4, at
+  each evaluation whose validation loss is a new (strictly lower) minimum, so the early-stop
+  point always has one, and at the end of training.
+A replicate whose validation or test loss is non-finite has diverged: nothing more is
+recorded for it, and training stops once every replicate has. Finiteness is checked at
+evaluations only, where the losses are on the host anyway: the training step never syncs.
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import math
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +46,9 @@ from ticketlab.training import interrupt
 from ticketlab.training.evaluate import evaluate
 from ticketlab.training.optimizers import build_optimizer, lr_schedule
 
-SPLITS = ("val", "test")
+SPLITS = ("val", "test")  # evaluated in full at every evaluation
+TRAIN_SPLIT = "train"  # the fixed training subset, at new validation minima and at the end
+TRAIN_EVAL_SIZE = 10_000
 
 
 @dataclass
@@ -46,20 +61,77 @@ class Eval:
 
 @dataclass
 class EarlyStop:
-    """Retroactive early stopping: the evaluation with the lowest validation loss."""
+    """Retroactive early stopping: the finite evaluation with the lowest validation loss.
 
-    iteration: int
-    val_loss: float
-    test_accuracy: float  # measured at that iteration, never selected on the test set
-    final_test_accuracy: float
+    Numbers are None where they do not exist: all of them when no evaluation is finite,
+    the final ones when training ended diverged, the training accuracies for metrics
+    recorded before they were (no "train" rows).
+    """
+
+    iteration: int | None
+    val_loss: float | None
+    test_accuracy: float | None  # measured at that iteration, never selected on the test set
+    final_test_accuracy: float | None
+    train_accuracy: float | None = None  # on the fixed training subset, at that iteration
+    final_train_accuracy: float | None = None
+    diverged_iteration: int | None = None  # first evaluation with a non-finite val/test loss
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_iteration is not None
 
     @classmethod
     def from_metrics(cls, metrics: list[Eval]) -> EarlyStop:
-        val = [e for e in metrics if e.split == "val"]
-        test = {e.iteration: e for e in metrics if e.split == "test"}
-        best = min(val, key=lambda e: e.loss)  # the first of equal losses
-        last = max(test)
-        return cls(best.iteration, best.loss, test[best.iteration].accuracy, test[last].accuracy)
+        by_iteration: dict[int, dict[str, Eval]] = {}
+        for e in metrics:
+            by_iteration.setdefault(e.iteration, {})[e.split] = e
+        evals = [(i, r) for i, r in sorted(by_iteration.items()) if all(s in r for s in SPLITS)]
+        diverged = next((i for i, r in evals if not _finite(r)), None)
+        finite = [(i, r) for i, r in evals if _finite(r)]
+        if not finite:
+            return cls(None, None, None, None, diverged_iteration=diverged)
+        best_it, best = min(finite, key=lambda p: p[1]["val"].loss)  # the first of equal losses
+        last = evals[-1][1]
+        last_ok = _finite(last)
+        return cls(
+            best_it, best["val"].loss, best["test"].accuracy,
+            last["test"].accuracy if last_ok else None,
+            _accuracy(best.get(TRAIN_SPLIT)),
+            _accuracy(last.get(TRAIN_SPLIT)) if last_ok else None,
+            diverged,
+        )
+
+
+def _finite(evaluation: dict[str, Eval]) -> bool:
+    return all(math.isfinite(evaluation[s].loss) for s in SPLITS)
+
+
+def _accuracy(e: Eval | None) -> float | None:
+    return None if e is None else e.accuracy
+
+
+_SUBSETS: weakref.WeakKeyDictionary[Dataset, tuple[Tensor, Tensor]] = weakref.WeakKeyDictionary()
+
+
+def train_eval_subset(data: Dataset, size: int = TRAIN_EVAL_SIZE) -> tuple[Tensor, Tensor]:
+    """The training images training accuracy is measured on: fixed per dataset.
+
+    The first `size` indices of one permutation drawn with a fixed seed (independent of the
+    trial seed and the level, so every unit is measured on the same images), in index order;
+    the whole training set when it has at most `size` images (digits). A subset keeps the
+    cost near that of one test-set evaluation on MNIST.
+    """
+    cached = _SUBSETS.get(data)
+    if cached is not None and len(cached[1]) == min(size, data.n_train):
+        return cached
+    if data.n_train <= size:
+        subset = (data.x_train, data.y_train)
+    else:
+        g = torch.Generator(device="cpu").manual_seed(derive_seed(0, "train_eval_subset"))
+        idx = torch.randperm(data.n_train, generator=g)[:size].sort().values.to(data.device)
+        subset = (data.x_train.index_select(0, idx), data.y_train.index_select(0, idx))
+    _SUBSETS[data] = subset
+    return subset
 
 
 CHECKPOINT_KEYS = ("step", "optimizer", "rng", "metrics")
@@ -363,10 +435,11 @@ def _loop(
         saved = state["metrics"] if "seeds" in state else [state["metrics"]]  # 0.1 format
         metrics = [[Eval(**e) for e in m] for m in saved]
         step = state["step"]
-    else:
+    tracker = _Tracker(metrics)  # from the metrics alone: a resume continues it exactly
+    if state is None:
         torch.manual_seed(derive_seed(seeds[0], "train", start))  # dropout, if a model has it
         trainee.zero_weights()
-        _evaluate(trainee, data, step, metrics)
+        _evaluate(trainee, data, step, tracker, final=step == end)
 
     def save_checkpoint() -> None:
         if checkpoint:
@@ -378,14 +451,14 @@ def _loop(
 
     def latest_val() -> float | None:
         last = [next((e.accuracy for e in reversed(m) if e.split == "val"), None)
-                for m in metrics]
-        return None if None in last else sum(last) / len(last)
+                for m, dead in zip(metrics, tracker.diverged) if not dead]
+        return None if not last or None in last else sum(last) / len(last)
 
     params = trainee.params
     B = hp.batch_size
     orders: dict[int, Tensor] = {}
     epoch, lr = -1, None
-    while step < end:
+    while step < end and not all(tracker.diverged):
         if step == snapshot_at and on_snapshot:
             for i in range(len(seeds)):
                 on_snapshot(i, trainee.state_dict(i))
@@ -412,7 +485,9 @@ def _loop(
         step += 1
 
         if step % eval_every == 0 or step == end:
-            _evaluate(trainee, data, step, metrics)
+            _evaluate(trainee, data, step, tracker, final=step == end)
+            if all(tracker.diverged):
+                break  # every replicate diverged: nothing left to learn
             if checkpoint and step < end and checkpoint.due():
                 save_checkpoint()
         if progress and (step % 50 == 0 or step == end):
@@ -423,9 +498,37 @@ def _loop(
     return metrics
 
 
-def _evaluate(trainee: Solo | Stack, data: Dataset, step: int, metrics: list[list[Eval]]
+class _Tracker:
+    """Each replicate's metrics, lowest finite validation loss so far and divergence."""
+
+    def __init__(self, metrics: list[list[Eval]]):
+        self.metrics = metrics
+        self.best = [min((e.loss for e in m if e.split == "val" and math.isfinite(e.loss)),
+                         default=math.inf) for m in metrics]
+        self.diverged = [any(e.split in SPLITS and not math.isfinite(e.loss) for e in m)
+                         for m in metrics]
+
+
+def _evaluate(trainee: Solo | Stack, data: Dataset, step: int, tracker: _Tracker, final: bool
               ) -> None:
-    for split in SPLITS:
-        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-        for m, (loss, acc) in zip(metrics, trainee.evaluate(x, y)):
-            m.append(Eval(step, split, loss, acc))
+    """Records the val and test evaluations of the replicates still live, and the training
+    subset's for those at a new validation minimum (or at the end)."""
+    results = {s: trainee.evaluate(getattr(data, f"x_{s}"), getattr(data, f"y_{s}"))
+               for s in SPLITS}
+    need_train = []
+    for i, m in enumerate(tracker.metrics):
+        if tracker.diverged[i]:
+            continue  # stopped: a diverged replicate's metrics end at its divergence
+        rows = [Eval(step, s, *results[s][i]) for s in SPLITS]
+        m.extend(rows)
+        if not all(math.isfinite(e.loss) for e in rows):
+            tracker.diverged[i] = True
+            continue
+        val_loss = rows[SPLITS.index("val")].loss
+        if val_loss < tracker.best[i] or final:
+            need_train.append(i)
+        tracker.best[i] = min(tracker.best[i], val_loss)
+    if need_train:
+        train_results = trainee.evaluate(*train_eval_subset(data))
+        for i in need_train:
+            tracker.metrics[i].append(Eval(step, TRAIN_SPLIT, *train_results[i]))
