@@ -208,13 +208,13 @@ def headline_rows(h: dict[str, Any]) -> list[tuple[str, str]]:
         ]
         if "fastest_density" in h:
             sooner = h["fastest_sooner_pct"]
-            words = "-" if sooner is None else (f"{sooner:.0f}% sooner than dense" if sooner > 0
-                                                else "not sooner than dense")
+            words = (f"{sooner:.3g}% sooner than dense" if sooner is not None and sooner > 0
+                     else "not sooner than dense")
             rows.append(("tickets learn fastest at", f"{_pct(h['fastest_density'])} (early "
                          f"stop {h['fastest_early_stop']:.0f}, {words})"))
         if "best_density" in h:
-            rows.append(("largest accuracy gain over dense",
-                         f"{h['best_gain_points']:+.2f} points at {_pct(h['best_density'])}"))
+            rows.append(("most accurate pruned level", f"{_pct(h['best_density'])} "
+                         f"({h['best_gain_points']:+.2f} points against dense)"))
         for v, start in h.get("controls_worse_from", {}).items():
             rows.append((f"{v}: slower and less accurate than the ticket at every level from",
                          "no level" if start is None else _pct(start)))

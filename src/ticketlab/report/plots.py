@@ -91,7 +91,7 @@ def _density_axis(ax: Axes, percents: list[float]) -> None:
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FixedFormatter([label_of[p] for p in ticks]))
     ax.xaxis.set_minor_locator(NullLocator())
-    zero = " (density 0 drawn at the left of the lowest)" if min(percents) <= 0 else ""
+    zero = "; 0 drawn a decade below the lowest density" if min(percents) <= 0 else ""
     ax.set_xlabel(f"% of weights remaining (log scale{zero})")
 
 
