@@ -91,8 +91,9 @@ def _density_axis(ax: Axes, percents: list[float]) -> None:
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FixedFormatter([label_of[p] for p in ticks]))
     ax.xaxis.set_minor_locator(NullLocator())
-    zero = "; 0 drawn a decade below the lowest density" if min(percents) <= 0 else ""
-    ax.set_xlabel(f"% of weights remaining (log scale{zero})")
+    zero = "\n(0: a mask of density 0, drawn a decade below the lowest density)" \
+        if min(percents) <= 0 else ""
+    ax.set_xlabel(f"% of weights remaining (log scale){zero}")
 
 
 MIN_ACCURACY_SPAN = 2.0  # percentage points: a y axis never spans less, so 0.1 looks like 0.1
@@ -194,7 +195,7 @@ def early_stop_figure(runs: list[Run]) -> Figure:
         ax.axhline(end, color="black", linewidth=1.0, linestyle=(0, (6, 3)) if j == 0 else ":",
                    label=f"training budget: {end:,.0f} it{whose}")
     top = max([*budgets, ax.get_ylim()[1]])
-    ax.set_ylim(0, top * 1.06)
+    ax.set_ylim(-0.02 * top, top * 1.06)  # from 0 (a sliver below, so markers at 0 show)
     if ax.get_legend_handles_labels()[0]:
         _legend_outside(ax, fontsize=8)
     return fig
@@ -308,7 +309,7 @@ def supermask_figure(records: list[dict[str, Any]]) -> Figure:
     _density_axis(ax, [100 * r["density"] for r in records])
     ax.set_ylabel("test accuracy, no training (%)")
     ax.grid(alpha=0.3)
-    _legend_outside(ax, fontsize=7)
-    ax.set_title("Supermasks: the untrained network under each mask "
+    _legend_outside(ax, fontsize=7, handlelength=3)
+    ax.set_title("Supermasks: the untrained network under each mask\n"
                  "(dashed: same sign; dotted: random mask)", fontsize=9)
     return fig
