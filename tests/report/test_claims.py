@@ -61,6 +61,9 @@ def test_winning_tickets_by_means_and_by_seed(known):
     assert h["matches_down_to"] == pytest.approx(51.2)
     assert h["fastest_density"] == pytest.approx(51.2) and h["fastest_early_stop"] == 30
     assert h["fastest_sooner_pct"] == pytest.approx(100 * (1 - 30 / 55))
+    assert h["fastest_winning"] is True
+    assert dict(headline_rows(h))["tickets learn fastest at"] == \
+        "51.2% (early stop 30, 45.5% sooner than dense)"
     assert h["best_density"] == pytest.approx(51.2)
     assert h["best_gain_points"] == pytest.approx(4.0)
 
@@ -118,7 +121,8 @@ def test_a_diverged_run_whose_early_stops_are_all_at_zero():
     assert level["controls"]["reinit"]["stop_words"] == "at the same iteration"
     assert h["fastest_sooner_pct"] is None
     assert dict(headline_rows(h))["tickets learn fastest at"] == \
-        "80.0% (early stop 0, not sooner than dense)"
+        "80.0% (early stop 0, not sooner than dense; not a winning ticket: -1.10 points " \
+        "against dense)"
     assert h["winning_down_to"] is None
     assert "| 1 | 80.0 | 10.30 | 0 | no | 0 of 1 |" in headline_markdown(h, "run")
 

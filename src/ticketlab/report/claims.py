@@ -149,6 +149,9 @@ def headline(records: list[dict[str, Any]], near: tuple[float, ...] = (21.1, 7.0
                                              -lv["remaining"]))
         out.update({"fastest_density": fastest["remaining"],
                     "fastest_early_stop": fastest["early_stop"],
+                    "fastest_winning": fastest["winning"],
+                    "fastest_gap_points": None if fastest["accuracy"] is None
+                    else fastest["accuracy"] - out["dense_accuracy"],
                     "fastest_sooner_pct": 100 * (1 - fastest["early_stop"] / dense_it)
                     if dense_it else None})
     scored = [lv for lv in levels if lv["accuracy"] is not None]
@@ -210,6 +213,10 @@ def headline_rows(h: dict[str, Any]) -> list[tuple[str, str]]:
             sooner = h["fastest_sooner_pct"]
             words = (f"{sooner:.3g}% sooner than dense" if sooner is not None and sooner > 0
                      else "not sooner than dense")
+            if not h["fastest_winning"]:  # a sooner stop that is no winning ticket says so
+                words += (f"; not a winning ticket: {h['fastest_gap_points']:+.2f} points "
+                          "against dense" if h["fastest_gap_points"] is not None
+                          else "; not a winning ticket")
             rows.append(("tickets learn fastest at", f"{_pct(h['fastest_density'])} (early "
                          f"stop {h['fastest_early_stop']:.0f}, {words})"))
         if "best_density" in h:
