@@ -153,6 +153,7 @@ def _stats_figure(runs: list[Run], metric: str, ylabel: str, title: str, ax: Axe
         spread = [[s["mean"] - s["min"] for s in stats], [s["max"] - s["mean"] for s in stats]]
         std = [s["std"] or 0.0 for s in stats]
         extent += [s["min"] for s in stats] + [s["max"] for s in stats]
+        extent += [m - d for m, d in zip(mean, std)] + [m + d for m, d in zip(mean, std)]
         color = f"C{i % 10}"
         ax.errorbar(x, mean, yerr=spread, color=color, linestyle=_linestyle(v, variants),
                     marker="o", markersize=3, capsize=3, linewidth=1.4,
@@ -205,16 +206,19 @@ def train_accuracy_figure(runs: list[Run]) -> Figure:
     """Like Frankle & Carbin's Figure 4 (training accuracy): on the fixed training subset, at
     the early-stop iteration (left) and at the end of training (right). Only for runs that
     recorded it (see `table.has_train_accuracy`)."""
-    fig, axes = _figure(2)
-    for ax, (metric, when) in zip(axes, (("train_accuracy_early_stop_pct", "at early stop"),
-                                         ("train_accuracy_final_pct", "at the end of training"))):
-        _stats_figure(runs, metric, "training accuracy (%)", f"Training accuracy {when}",
-                      ax=ax, fig=fig, legend=ax is axes[-1])
-    lows = [ax.get_ylim()[0] for ax in axes]
-    highs = [ax.get_ylim()[1] for ax in axes]
-    for ax in axes:  # shared y: the same scale on both panels, the zoom label on the left only
-        ax.set_ylim(min(lows), max(highs))
-    axes[1].set_ylabel("")
+    fig, axes = _figure(2)  # y shared: one scale for both panels
+    metrics = (("train_accuracy_early_stop_pct", "at early stop"),
+               ("train_accuracy_final_pct", "at the end of training"))
+    for ax, (metric, when) in zip(axes, metrics):
+        _stats_figure(runs, metric, "", f"Training accuracy {when}", ax=ax, fig=fig,
+                      accuracy=False, legend=ax is axes[-1])
+    extent = [cell[m]["mean"] + sign * (cell[m]["std"] or 0) for run in runs
+              for row in run.stats for cell in row["variants"].values() for m, _ in metrics
+              if cell.get(m) for sign in (-1, 1)]
+    extent += [cell[m][k] for run in runs for row in run.stats for cell in row["variants"].values()
+               for m, _ in metrics if cell.get(m) for k in ("min", "max")]
+    if extent:
+        honest_ylim(axes[0], min(extent), max(extent), "training accuracy (%)")
     return fig
 
 
