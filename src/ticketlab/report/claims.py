@@ -193,6 +193,10 @@ def _pct(value: float | None, fmt: str = ".1f", unit: str = "%") -> str:
     return "-" if value is None else format(value, fmt) + unit
 
 
+def _down_to(value: float | None) -> str:
+    return "no level (not at the first pruned level)" if value is None else _pct(value)
+
+
 def headline_rows(h: dict[str, Any]) -> list[tuple[str, str]]:
     """`headline` as (question, answer) pairs, in the paper's order."""
     if not h:
@@ -205,9 +209,10 @@ def headline_rows(h: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [
             ("winning tickets (at least the dense accuracy in at most the dense iterations, "
              "means over seeds) down to",
-             f"{_pct(h['winning_down_to'])} ({n_win} of {len(levels)} pruned levels winning)"),
-            ("tickets stop sooner than dense down to", _pct(h["faster_down_to"])),
-            ("tickets at least as accurate as dense down to", _pct(h["matches_down_to"])),
+             f"{_down_to(h['winning_down_to'])} ({n_win} of {len(levels)} pruned levels "
+             "winning)"),
+            ("tickets stop sooner than dense down to", _down_to(h["faster_down_to"])),
+            ("tickets at least as accurate as dense down to", _down_to(h["matches_down_to"])),
         ]
         if "fastest_density" in h:
             sooner = h["fastest_sooner_pct"]
