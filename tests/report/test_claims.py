@@ -125,7 +125,7 @@ def test_a_diverged_run_whose_early_stops_are_all_at_zero():
         "against dense)"
     assert h["winning_down_to"] is None
     assert dict(headline_rows(h))["tickets stop sooner than dense down to"] == \
-        "no level (not at the first pruned level)"
+        "no level: not at the first pruned level"
     assert "| 1 | 80.0 | 10.30 | 0 | no | 0 of 1 |" in headline_markdown(h, "run")
 
 

@@ -194,7 +194,7 @@ def _pct(value: float | None, fmt: str = ".1f", unit: str = "%") -> str:
 
 
 def _down_to(value: float | None) -> str:
-    return "no level (not at the first pruned level)" if value is None else _pct(value)
+    return "no level: not at the first pruned level" if value is None else _pct(value)
 
 
 def headline_rows(h: dict[str, Any]) -> list[tuple[str, str]]:

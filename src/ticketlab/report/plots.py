@@ -110,7 +110,8 @@ def honest_ylim(ax: Axes, low: float, high: float, label: str,
         low, high = middle - min_span / 2, middle + min_span / 2
     if high > top:
         low, high = low - (high - top), top
-    low = max(low, 0.0)
+    if low < 0.1 * (high - low):  # the axis would nearly reach 0 anyway: start it there
+        low = 0.0
     ax.set_ylim(low, high)
     ax.set_ylabel(label if low <= 0 else f"{label}\n(zoomed: axis spans {high - low:.3g} "
                   "points, not from 0)")
