@@ -348,7 +348,7 @@ def test_diverged_run_finishes_flagged_in_records_and_table(tmp_path, capsys):
                          "--out", str(tmp_path))
     assert code == 0, err
     assert "diverged at" in err  # the progress display's line per unit
-    assert "(diverged)" in out  # the levels table marks the cells
+    assert "ticket 1/1" in out  # the levels table counts the diverged seeds per cell
 
     def refuse(name):
         raise ValueError(name)

@@ -17,10 +17,18 @@ from ticketlab.cli import main
 from ticketlab.config import Runtime
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.imp import run_imp
-from ticketlab.report import level_stats, write_report
+from ticketlab.experiments.store import Unit
+from ticketlab.report import level_stats, levels_table, plots, write_report
 from ticketlab.report.html import render_html
-from ticketlab.report.plots import accuracy_figure, default_curve_levels, pct_label
+from ticketlab.report.plots import (
+    MIN_ACCURACY_SPAN,
+    accuracy_figure,
+    default_curve_levels,
+    early_stop_figure,
+    pct_label,
+)
 from ticketlab.report.runs import load_runs, run_labels
+from ticketlab.report.table import has_train_accuracy
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -98,7 +106,8 @@ def test_html_is_self_contained(runs, report):
     assert runs[0].name in html
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, flags=re.I)
     assert "<script" not in html
-    assert html.count('src="data:image/png;base64,') == 3
+    records = json.loads((runs[0] / "summary.json").read_text())["records"]
+    assert html.count('src="data:image/png;base64,') == 3 + has_train_accuracy(records)
     assert "fc1.weight" in html and "&quot;rewind&quot;" in html
 
 
@@ -172,3 +181,103 @@ def test_cli_errors_are_one_line(runs, tmp_path, capsys, argv, needle):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and needle in err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("overrides", [{"lr": 10.0}, {"threshold": 1000.0}],
+                         ids=["diverging-lr", "density-0"])
+def test_report_on_runs_find_accepted(tmp_path, overrides):
+    """`find --lr 10` (every early stop at 0) and `--threshold 1000` (a mask of density 0)."""
+    config = tiny_config(**overrides)
+    run_imp(config, Runtime(out=tmp_path, device="cpu", quiet=True))
+    paths = write_report([tmp_path / config.run_name()], tmp_path / "report")
+    html = paths[-1].read_text()
+    assert "Claims" in html and "winning" in html
+    headline = (tmp_path / "report" / "headline.md").read_text()
+    assert re.search(r"^\| 1 \| (80\.2|0\.0) \| ", headline, flags=re.M)  # level 1's claims
+    if "threshold" in overrides:
+        (run,) = load_runs([tmp_path / config.run_name()])
+        fig = accuracy_figure([run])
+        labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        assert labels == ["100", "0"]
+
+
+def _rewrite_units(run_dir: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    """Edits every result.json as a newer ticketlab would write it; drops the summary so that
+    it is rebuilt from the units."""
+    for path in run_dir.glob("seed_*/level_*/*/result.json"):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(edit(record)))
+    (run_dir / "summary.json").unlink()
+
+
+def test_diverged_units_and_training_accuracy(runs, tmp_path):
+    run_dir = tmp_path / runs[0].name
+    shutil.copytree(runs[0], run_dir)
+    def edit(r):  # type: ignore[no-untyped-def]
+        r.update(early_stop_train_accuracy=0.5 + r["level"] / 10 + r["seed"] / 100,
+                 final_train_accuracy=0.6 + r["level"] / 10, diverged=False,
+                 diverged_iteration=None)
+        if (r["seed"], r["level"], r["variant"]) == (1, 2, "reinit"):
+            r.update(diverged=True, diverged_iteration=7, early_stop_iteration=None,
+                     early_stop_val_loss=None, early_stop_test_accuracy=None,
+                     final_test_accuracy=None, early_stop_train_accuracy=None,
+                     final_train_accuracy=None)
+        return r
+    _rewrite_units(run_dir, edit)
+    metrics = run_dir / Unit(0, 1, "ticket").relpath() / "metrics.csv"
+    metrics.write_text(metrics.read_text() + "60,train,0.1,0.99\n")
+    paths = write_report([run_dir], tmp_path / "report")
+    assert "train_accuracy.png" in {p.name for p in paths}
+    rows = {int(r["level"]): r for r in csv.DictReader((tmp_path / "report" / "levels.csv").open())}
+    assert rows[2]["reinit_n_seeds"] == "1" and rows[2]["reinit_n_diverged"] == "1"
+    assert rows[1]["reinit_n_diverged"] == "0"
+    assert float(rows[2]["reinit_early_stop_iteration_mean"]) == float(
+        rows[2]["reinit_early_stop_iteration_min"])  # one seed left
+    assert float(rows[2]["ticket_train_accuracy_early_stop_pct_mean"]) == pytest.approx(70.5)
+    assert float(rows[1]["ticket_train_accuracy_final_pct_mean"]) == pytest.approx(70.0)
+    html = paths[-1].read_text()
+    assert "+1 diverged" in html and "train acc (%)" in html
+    assert "diverged units (left out of every mean)</td><td>1<" in html
+    from rich.console import Console
+    console = Console(record=True, width=200)
+    console.print(levels_table({"records": load_runs([run_dir])[0].records}))
+    text = console.export_text()
+    assert "reinit 1/2" in text and "train acc" in text
+
+
+def test_figures_show_their_scale_honestly(runs):
+    (run,) = load_runs([runs[0]])
+    lowest = min(row["remaining"] for row in run.stats)
+    acc = accuracy_figure([run]).axes[0]
+    assert acc.get_xticklabels()[-1].get_text() == pct_label(lowest)
+    low, high = acc.get_ylim()
+    assert high - low >= MIN_ACCURACY_SPAN
+    assert "zoomed" in acc.get_ylabel() or low == 0
+    stop = early_stop_figure([run]).axes[0]
+    assert -2 < stop.get_ylim()[0] <= 0 and stop.get_ylim()[1] >= 60
+    budget = [t.get_text() for t in stop.get_legend().get_texts()]
+    assert "training budget: 60 it" in budget
+    assert any(line.get_ydata()[0] == 60 for line in stop.get_lines()
+               if line.get_label().startswith("training budget"))
+
+
+def test_density_ticks_always_label_the_lowest():
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    percents = [100 * 0.8 ** lv for lv in range(12)] + [100 * 0.8 ** 11 * 0.97]
+    plots._density_axis(ax, percents)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "100" and labels[-1] == pct_label(min(percents))
+    assert len(labels) == len(set(labels))
+
+
+def test_supermask_legend_is_outside_the_axes():
+    records = [{"criterion": c, "density": d, "target_density": d, "test_accuracy": a}
+               for c, a in (("large_final", 0.5), ("large_final_same_sign", 0.6),
+                            ("random_mask", 0.1)) for d in (0.5, 0.1, 0.0)]
+    fig = plots.supermask_figure(records)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    ax = fig.axes[0]
+    assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1

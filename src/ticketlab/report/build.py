@@ -14,18 +14,27 @@ from ticketlab.report import plots
 from ticketlab.report.claims import headline, headline_markdown
 from ticketlab.report.html import render_html, supermask_html
 from ticketlab.report.runs import Run, load_runs
+from ticketlab.report.table import has_train_accuracy
+
+METRICS = ("early_stop_iteration", "test_accuracy_pct", "train_accuracy_early_stop_pct",
+           "train_accuracy_final_pct")
 
 
 def level_csv_rows(run: Run) -> list[dict[str, Any]]:
-    """`level_stats` flattened: one row per level, columns like ticket_test_accuracy_pct_mean."""
+    """`level_stats` flattened: one row per level, columns like ticket_test_accuracy_pct_mean;
+    {variant}_n_diverged counts the units left out of the means (empty cell: no value)."""
     rows = []
     for row in run.stats:
         flat: dict[str, Any] = {"run": run.name, "level": row["level"],
                                 "remaining_pct": row["remaining"]}
         for v, cell in row["variants"].items():
             flat[f"{v}_n_seeds"] = cell["n_seeds"]
-            for metric in ("early_stop_iteration", "test_accuracy_pct"):
-                flat.update({f"{v}_{metric}_{k}": x for k, x in cell[metric].items()})
+            flat[f"{v}_n_diverged"] = cell["n_diverged"]
+            for metric in METRICS:
+                if cell[metric] is None and metric.startswith("train"):
+                    continue  # not recorded (older runs): no column at all
+                for k in ("mean", "std", "min", "max"):
+                    flat[f"{v}_{metric}_{k}"] = (cell[metric] or {}).get(k)
         rows.append(flat)
     return rows
 
@@ -90,8 +99,13 @@ def build_report(runs: list[Run], out: Path, levels: list[int] | None = None,
         ("accuracy", plots.accuracy_figure(runs),
          "Test accuracy at the early-stop iteration against % of weights remaining"),
         ("early_stop", plots.early_stop_figure(runs),
-         "Early-stop iteration (lowest validation loss) against % of weights remaining"),
+         "Early-stop iteration (lowest validation loss) against % of weights remaining; the "
+         "black line is the training budget: an early stop on it was still improving"),
     ]
+    if any(has_train_accuracy(run.records) for run in runs):  # runs made before: no figure
+        figures.append(("train_accuracy", plots.train_accuracy_figure(runs),
+                        "Training accuracy (fixed training subset) at the early-stop iteration "
+                        "and at the end of training, against % of weights remaining"))
     if len(runs) <= MAX_CURVE_PANELS:  # one panel per run: more would not be readable
         figures.append(("curves", plots.curves_figure(runs, levels), "Test accuracy during "
                         "training at selected levels (solid: ticket; dashed: controls)"))

@@ -7,9 +7,9 @@ import json
 from html import escape
 from typing import Any
 
-from ticketlab.report.claims import headline, headline_rows
+from ticketlab.report.claims import headline, headline_rows, level_claim_columns
 from ticketlab.report.runs import Run
-from ticketlab.report.table import variant_order
+from ticketlab.report.table import has_train_accuracy, variant_order
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
@@ -26,9 +26,15 @@ figure img { max-width: 100%; }
 NOTE = ("Test accuracy is measured at the early-stop iteration (lowest validation loss). "
         "Tables: mean ± sample std over seeds, min–max below. Figures: mean over seeds, error "
         "bars min–max (as in Frankle &amp; Carbin 2019), shaded band ±1 std.")
+CLAIMS_NOTE = ("A level is a <em>winning ticket</em> when it reaches at least the dense test "
+               "accuracy in at most the dense number of iterations (early stop): judged on the "
+               "means over seeds, and seed by seed against the dense network of the same seed "
+               "(k of n). Gaps are ticket minus control, in percentage points.")
 
 
-def _stat(stats: dict[str, float | None], n: int, fmt: str) -> str:
+def _stat(stats: dict[str, float | None] | None, n: int, fmt: str) -> str:
+    if stats is None:  # no unit has the value: all diverged, or not recorded
+        return "–"
     text = format(stats["mean"], fmt)
     if stats["std"] is not None:
         text += f" ± {format(stats['std'], fmt)}"
@@ -37,22 +43,63 @@ def _stat(stats: dict[str, float | None], n: int, fmt: str) -> str:
     return text
 
 
+def _train_cell(s: dict[str, Any]) -> str:
+    text = _stat(s["train_accuracy_early_stop_pct"], 1, ".2f")
+    if s["train_accuracy_final_pct"] is not None:
+        text += f"<br><small>end: {s['train_accuracy_final_pct']['mean']:.2f}</small>"
+    return text
+
+
 def levels_html(run: Run) -> str:
-    """The levels table: per variant, early-stop iteration, test accuracy and seed count."""
+    """The levels table: per variant, early-stop iteration, test accuracy, training accuracy
+    (when recorded) and the seeds counted; diverged units are marked and left out."""
     variants = variant_order(v for row in run.stats for v in row["variants"])
-    head = "".join(f'<th colspan="3">{escape(v)}</th>' for v in variants)
-    sub = "<th>early stop (it)</th><th>test acc (%)</th><th>n</th>" * len(variants)
-    body = []
+    train = has_train_accuracy(run.records)
+    columns = ["early stop (it)", "test acc (%)"] + (["train acc (%)"] if train else []) + ["n"]
+    head = "".join(f'<th colspan="{len(columns)}">{escape(v)}</th>' for v in variants)
+    sub = "".join(f"<th>{c}</th>" for c in columns) * len(variants)
+    body, any_diverged = [], False
     for row in run.stats:
         cells = [str(row["level"]), f"{row['remaining']:.1f}"]
         for v in variants:
             s = row["variants"].get(v)
-            cells += ([_stat(s["early_stop_iteration"], s["n_seeds"], ".0f"),
-                       _stat(s["test_accuracy_pct"], s["n_seeds"], ".2f"), str(s["n_seeds"])]
-                      if s else ["", "", ""])
+            if not s:
+                cells += [""] * len(columns)
+                continue
+            n = str(s["n_seeds"])
+            if s["n_diverged"]:
+                any_diverged = True
+                n += f'<br><small class="diverged">+{s["n_diverged"]} diverged</small>'
+            cells += [_stat(s["early_stop_iteration"], s["n_seeds"], ".0f"),
+                      _stat(s["test_accuracy_pct"], s["n_seeds"], ".2f")]
+            cells += [_train_cell(s)] if train else []
+            cells.append(n)
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    notes = []
+    if train:
+        notes.append("train acc: mean accuracy on the fixed training subset at the early-stop "
+                     "iteration, and at the end of training below.")
+    if any_diverged:
+        notes.append("n counts the seeds in the means; diverged units (non-finite loss) are "
+                     "left out of every mean and of the figures.")
+    note = f'<p class="note">{" ".join(notes)}</p>' if notes else ""
     return (f'<table><tr><th rowspan="2">level</th><th rowspan="2">% weights<br>remaining</th>'
-            f"{head}</tr><tr>{sub}</tr>{''.join(body)}</table>")
+            f"{head}</tr><tr>{sub}</tr>{''.join(body)}</table>{note}")
+
+
+def claims_html(h: dict[str, Any]) -> str:
+    """The headline answers, then the per-level claims (ticket vs dense, vs each control)."""
+    if not h:
+        return '<p class="note">No dense level (level 0): nothing to compare with.</p>'
+    rows = "".join(f"<tr><td>{escape(q)}</td><td>{escape(a)}</td></tr>"
+                   for q, a in headline_rows(h))
+    html = f"<table>{rows}</table>"
+    header, level_rows = level_claim_columns(h)
+    if level_rows:
+        html += ("<table><tr>" + "".join(f"<th>{escape(c)}</th>" for c in header) + "</tr>"
+                 + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>"
+                           for r in level_rows) + "</table>")
+    return html
 
 
 def densities_html(rows: list[dict[str, Any]]) -> str:
@@ -94,11 +141,9 @@ def render_html(runs: list[Run], densities: dict[str, list[dict[str, Any]]],
     parts.append(f'</ul><p class="note">{NOTE}</p><h2>Levels</h2>')
     for run in runs:
         parts.append(f"<h3>{escape(run.name)}</h3>{levels_html(run)}")
-    parts.append("<h2>Headline numbers (means over seeds)</h2>")
+    parts.append(f'<h2>Claims</h2><p class="note">{CLAIMS_NOTE}</p>')
     for run in runs:
-        rows = "".join(f"<tr><td>{escape(q)}</td><td>{escape(a)}</td></tr>"
-                       for q, a in headline_rows(headline(run.records)))
-        parts.append(f"<h3>{escape(run.name)}</h3><table>{rows}</table>")
+        parts.append(f"<h3>{escape(run.name)}</h3>{claims_html(headline(run.records))}")
     parts.append("<h2>Per-layer density of the ticket masks (%)</h2>")
     for run in runs:
         parts.append(f"<h3>{escape(run.name)}</h3>{densities_html(densities[run.name])}")

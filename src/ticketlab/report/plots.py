@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ticketlab.experiments.store import Unit
 from ticketlab.io import atomic_write_bytes
 from ticketlab.report.runs import Run
-from ticketlab.report.table import variant_order
+from ticketlab.report.table import diverged, variant_order
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -60,54 +60,117 @@ def _seeds_note(runs: list[Run]) -> str:
     return f"mean over {n} seed{'s' if counts[-1] > 1 else ''}"
 
 
+def density_positions(percents: list[float]) -> dict[float, float]:
+    """x position of each % remaining on the log axis: itself, or for 0 (a mask of density
+    0, which a log axis cannot show) a decade below the lowest positive density."""
+    positive = [p for p in percents if p > 0]
+    zero = (min(positive) if positive else 100.0) / 10
+    return {p: (p if p > 0 else zero) for p in percents}
+
+
 def _density_axis(ax: Axes, percents: list[float]) -> None:
-    """Log scale, 100 % on the left, ticks at the data's densities spaced so labels stay apart."""
+    """Log scale, 100 % on the left, ticks at the data's densities spaced so labels stay apart;
+    the highest and the lowest density are always labelled."""
     from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-    by_label = {pct_label(p): p for p in sorted(percents)}  # the highest density per label
+    x = density_positions(percents)
+    by_label = {pct_label(p) if p > 0 else "0": x[p] for p in sorted(percents)}  # highest first
     ps = sorted(by_label.values(), reverse=True)
     gap = math.log10(ps[0] / ps[-1]) / 10
     ticks = [ps[0]]
     for p in ps[1:]:
         if math.log10(ticks[-1] / p) >= gap:
             ticks.append(p)
+    if ticks[-1] != ps[-1]:  # the lowest density: replace a neighbour too close to it
+        if len(ticks) > 1 and math.log10(ticks[-1] / ps[-1]) < gap:
+            ticks.pop()
+        ticks.append(ps[-1])
+    label_of = {pos: label for label, pos in by_label.items()}
     ax.set_xscale("log")
     ax.set_xlim(ps[0] * 1.1, ps[-1] / 1.1)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FixedFormatter([pct_label(p) for p in ticks]))
+    ax.xaxis.set_major_formatter(FixedFormatter([label_of[p] for p in ticks]))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("% of weights remaining (log scale)")
+    zero = "\n(0: a mask of density 0, drawn a decade below the lowest density)" \
+        if min(percents) <= 0 else ""
+    ax.set_xlabel(f"% of weights remaining (log scale){zero}")
+
+
+MIN_ACCURACY_SPAN = 2.0  # percentage points: a y axis never spans less, so 0.1 looks like 0.1
+
+
+def honest_ylim(ax: Axes, low: float, high: float, label: str,
+                min_span: float = MIN_ACCURACY_SPAN, top: float = 100.0) -> None:
+    """Accuracy axis spanning at least `min_span` points around the data (within [0, top]);
+    when it does not start at 0 the label says it is zoomed and over how many points."""
+    margin = max(0.08 * (high - low), 0.05)
+    low, high = low - margin, high + margin
+    if high - low < min_span:
+        middle = (low + high) / 2
+        low, high = middle - min_span / 2, middle + min_span / 2
+    if high > top:
+        low, high = low - (high - top), top
+    if low < 0.1 * (high - low):  # the axis would nearly reach 0 anyway: start it there
+        low = 0.0
+    ax.set_ylim(low, high)
+    ax.set_ylabel(label if low <= 0 else f"{label}\n(zoomed: axis spans {high - low:.3g} "
+                  "points, not from 0)")
+
+
+def _legend_outside(ax: Axes, **kwargs: Any) -> None:
+    """Legend to the right of the axes, where it cannot cover data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, **kwargs)
 
 
 def _series_label(run: Run, variant: str, n_runs: int) -> str:
     return variant if n_runs == 1 else f"{variant} ({run.label})"
 
 
-def _stats_figure(runs: list[Run], metric: str, ylabel: str, title: str) -> Figure:
-    """One line per (run, variant): mean, min–max error bars, ±1 std band."""
-    fig, (ax,) = _figure()
+def _diverged_note(runs: list[Run]) -> str:
+    n = sum(cell["n_diverged"] for run in runs for row in run.stats
+            for cell in row["variants"].values())
+    return f"; {n} diverged unit{'s' if n != 1 else ''} left out" if n else ""
+
+
+def _stats_figure(runs: list[Run], metric: str, ylabel: str, title: str, ax: Axes | None = None,
+                  fig: Figure | None = None, accuracy: bool = True, legend: bool = True
+                  ) -> Figure:
+    """One line per (run, variant): mean, min–max error bars, ±1 std band; cells without a
+    value (every seed diverged, or never recorded) are left out."""
+    if ax is None:
+        fig, (ax,) = _figure()
+    assert fig is not None
     variants = _variants(runs)
+    x_of = density_positions([row["remaining"] for run in runs for row in run.stats])
     series = [(run, v) for run in runs for v in variants
-              if any(v in row["variants"] for row in run.stats)]
+              if any((row["variants"].get(v) or {}).get(metric) for row in run.stats)]
+    extent: list[float] = []
     for i, (run, v) in enumerate(series):
-        rows = sorted((row for row in run.stats if v in row["variants"]),
+        rows = sorted((row for row in run.stats if (row["variants"].get(v) or {}).get(metric)),
                       key=lambda row: -row["remaining"])
-        x = [row["remaining"] for row in rows]
+        x = [x_of[row["remaining"]] for row in rows]
         stats = [row["variants"][v][metric] for row in rows]
         mean = [s["mean"] for s in stats]
         spread = [[s["mean"] - s["min"] for s in stats], [s["max"] - s["mean"] for s in stats]]
         std = [s["std"] or 0.0 for s in stats]
+        extent += [s["min"] for s in stats] + [s["max"] for s in stats]
+        extent += [m - d for m, d in zip(mean, std)] + [m + d for m, d in zip(mean, std)]
         color = f"C{i % 10}"
         ax.errorbar(x, mean, yerr=spread, color=color, linestyle=_linestyle(v, variants),
                     marker="o", markersize=3, capsize=3, linewidth=1.4,
                     label=_series_label(run, v, len(runs)))
         ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                         color=color, alpha=0.15, linewidth=0)
-    _density_axis(ax, [row["remaining"] for run in runs for row in run.stats])
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}\n{_seeds_note(runs)}; bars: min–max, band: ±1 std", fontsize=10)
+    _density_axis(ax, list(x_of))
+    if accuracy and extent:
+        honest_ylim(ax, min(extent), max(extent), ylabel)
+    else:
+        ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n{_seeds_note(runs)}; bars: min–max, band: ±1 std"
+                 f"{_diverged_note(runs)}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if legend and series:
+        _legend_outside(ax, fontsize=8)
     return fig
 
 
@@ -118,9 +181,46 @@ def accuracy_figure(runs: list[Run]) -> Figure:
 
 
 def early_stop_figure(runs: list[Run]) -> Figure:
-    """Figure 4 (left): how early each network stops learning, against % remaining."""
-    return _stats_figure(runs, "early_stop_iteration", "early-stop iteration",
-                         "Early-stop iteration (lowest validation loss)")
+    """Figure 4 (left): how early each network stops learning, against % remaining; the axis
+    starts at 0 and a line marks each run's training budget, so an early stop capped at the
+    budget reads as 'still improving at the end', not as a result."""
+    fig = _stats_figure(runs, "early_stop_iteration", "early-stop iteration",
+                        "Early-stop iteration (lowest validation loss)", accuracy=False,
+                        legend=False)
+    ax = fig.axes[0]
+    budgets = sorted({end for run in runs for row in run.stats
+                      for cell in row["variants"].values() for end in cell["end_iteration"]})
+    for j, end in enumerate(budgets):
+        owners = [run.label for run in runs if any(end in cell["end_iteration"] for row in
+                                                   run.stats for cell in row["variants"].values())]
+        whose = f" ({', '.join(owners)})" if len(runs) > 1 and len(budgets) > 1 else ""
+        ax.axhline(end, color="black", linewidth=1.0, linestyle=(0, (6, 3)) if j == 0 else ":",
+                   label=f"training budget: {end:,.0f} it{whose}")
+    top = max([*budgets, ax.get_ylim()[1]])
+    ax.set_ylim(-0.02 * top, top * 1.06)  # from 0 (a sliver below, so markers at 0 show)
+    if ax.get_legend_handles_labels()[0]:
+        _legend_outside(ax, fontsize=8)
+    return fig
+
+
+def train_accuracy_figure(runs: list[Run]) -> Figure:
+    """Like Frankle & Carbin's Figure 4 (training accuracy): on the fixed training subset, at
+    the early-stop iteration (left) and at the end of training (right). Only for runs that
+    recorded it (see `table.has_train_accuracy`)."""
+    fig, axes = _figure(2)  # y shared: one scale for both panels
+    metrics = (("train_accuracy_early_stop_pct", "at early stop"),
+               ("train_accuracy_final_pct", "at the end of training"))
+    for ax, (metric, when) in zip(axes, metrics):
+        _stats_figure(runs, metric, "", f"Training accuracy {when}", ax=ax, fig=fig,
+                      accuracy=False, legend=ax is axes[-1])
+    extent = [cell[m]["mean"] + sign * (cell[m]["std"] or 0) for run in runs
+              for row in run.stats for cell in row["variants"].values() for m, _ in metrics
+              if cell.get(m) for sign in (-1, 1)]
+    extent += [cell[m][k] for run in runs for row in run.stats for cell in row["variants"].values()
+               for m, _ in metrics if cell.get(m) for k in ("min", "max")]
+    if extent:
+        honest_ylim(axes[0], min(extent), max(extent), "training accuracy (%)")
+    return fig
 
 
 def default_curve_levels(stats: list[dict[str, Any]]) -> list[int]:
@@ -128,18 +228,19 @@ def default_curve_levels(stats: list[dict[str, Any]]) -> list[int]:
     tickets = [(row["level"], row["remaining"]) for row in stats if "ticket" in row["variants"]]
     if not tickets:
         return []
-    chosen = [min(tickets, key=lambda t: abs(math.log(t[1] / target)))[0]
+    chosen = [min(tickets, key=lambda t: abs(math.log(max(t[1], 1e-9) / target)))[0]
               for target in PAPER_DENSITIES]
     return list(dict.fromkeys(chosen))
 
 
 def _mean_curve(run: Run, level: int, variant: str) -> tuple[list[int], list[float]]:
-    """Test accuracy (%) by iteration, averaged over the seeds evaluated at that iteration."""
+    """Test accuracy (%) by iteration, averaged over the seeds evaluated at that iteration
+    (diverged units left out, as in the tables)."""
     by_iteration: dict[int, list[float]] = defaultdict(list)
     for r in run.records:
-        if r["level"] == level and r["variant"] == variant:
+        if r["level"] == level and r["variant"] == variant and not diverged(r):
             for e in run.store.metrics(Unit(r["seed"], level, variant)):
-                if e.split == "test":
+                if e.split == "test" and math.isfinite(e.accuracy):
                     by_iteration[e.iteration].append(100 * e.accuracy)
     iterations = sorted(by_iteration)
     return iterations, [statistics.mean(by_iteration[i]) for i in iterations]
@@ -165,15 +266,14 @@ def curves_figure(runs: list[Run], levels: list[int] | None = None) -> Figure:
                    for i, row in enumerate(rows)]
         handles += [Line2D([], [], color="gray", linestyle=_linestyle(v, variants), label=v)
                     for v in variants if any(v in row["variants"] for row in rows)]
-        ax.legend(handles=handles, fontsize=8, title="% remaining, variant", title_fontsize=8)
+        _legend_outside(ax, handles=handles, fontsize=8, title="% remaining,\nvariant",
+                        title_fontsize=8)
         ax.set_title(run.label, fontsize=9)
         ax.set_xlabel("training iteration")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     if settled:  # like the paper's Figure 3: zoom on where the curves differ, not on the rise
-        low, high = min(settled), max(settled)
-        margin = max(0.1 * (high - low), 0.1)
-        axes[0].set_ylim(low - margin, min(100.0, high + margin))
+        honest_ylim(axes[0], min(settled), max(settled), "test accuracy (%)")
     fig.suptitle(f"Test accuracy during training ({_seeds_note(runs)})", fontsize=10)
     return fig
 
@@ -199,6 +299,7 @@ def supermask_figure(records: list[dict[str, Any]]) -> Figure:
     by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_name[r["criterion"]].append(r)
+    x_of = density_positions([100 * r["density"] for r in records])
     bases = [n for n in by_name if not n.endswith("_same_sign") and n != "random_mask"]
     colors = {n: f"C{i % 10}" for i, n in enumerate(bases)}
     for name, rows in by_name.items():
@@ -207,12 +308,13 @@ def supermask_figure(records: list[dict[str, Any]]) -> Figure:
         style = ({"color": "black", "linestyle": ":"} if name == "random_mask" else
                  {"color": colors.get(base, "grey"),
                   "linestyle": "--" if name.endswith("_same_sign") else "-"})
-        ax.plot([100 * r["density"] for r in rows], [100 * r["test_accuracy"] for r in rows],
+        ax.plot([x_of[100 * r["density"]] for r in rows],
+                [100 * r["test_accuracy"] for r in rows],
                 marker="o", markersize=3, label=name, **style)
     _density_axis(ax, [100 * r["density"] for r in records])
     ax.set_ylabel("test accuracy, no training (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncols=2)
-    ax.set_title("Supermasks: the untrained network under each mask "
+    _legend_outside(ax, fontsize=7, handlelength=3)
+    ax.set_title("Supermasks: the untrained network under each mask\n"
                  "(dashed: same sign; dotted: random mask)", fontsize=9)
     return fig
