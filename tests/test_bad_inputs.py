@@ -108,6 +108,8 @@ def _wrong_toml(hint) -> str:
     if origin is dict:
         return "0.2"
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if set(args) == {int, str}:  # a count or a word (threads = 2 or "auto")
+        return "1.5"
     return {str: "5", int: '"3"', float: '"abc"', bool: '"yes"', Path: "5"}[args[0]]
 
 

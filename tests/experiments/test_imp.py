@@ -91,7 +91,8 @@ def test_diverged_units_are_flagged_and_stop(tmp_path, vectorize):
     assert diverged, "lr 10 with plain SGD should diverge on digits"
     for r in summary["records"]:
         unit = Unit(r["seed"], r["level"], r["variant"])
-        assert strict_json(store.dir(unit) / "result.json") == r
+        assert {k: v for k, v in strict_json(store.dir(unit) / "result.json").items()
+                if k != "files"} == r  # the summary leaves out the files' checksums
         metrics = store.metrics(unit)
         if not r["diverged"]:
             assert r["diverged_iteration"] is None
