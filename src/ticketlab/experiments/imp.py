@@ -49,7 +49,8 @@ import torch
 from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name, derive_seed
 from ticketlab.data import SOURCES, Dataset, load_dataset, resolve_data_dir
 from ticketlab.errors import TicketlabError
-from ticketlab.experiments.store import RunStore, Unit, UnitLock
+from ticketlab.experiments.locks import UnitLock
+from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
 from ticketlab.pruning import (
     Mask,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ import torch
 from ticketlab import __version__
 from ticketlab.config import ExperimentConfig
 from ticketlab.errors import DamagedFile, TicketlabError
+from ticketlab.experiments.locks import UnitLock, shared_lock
 from ticketlab.io import (
     READ_ONLY,
     WriteError,
@@ -58,11 +58,6 @@ from ticketlab.io import (
 )
 from ticketlab.pruning.mask import Mask
 from ticketlab.training.loop import Checkpoint, Eval
-
-try:
-    import fcntl
-except ImportError:  # no flock (Windows): one process per run directory, as before
-    fcntl = None  # type: ignore[assignment]
 
 VARIANTS = ("ticket", "reinit", "random", "reshuffle", "signed_constant",
             "random_signed_constant", "freeze_init", "freeze_init_zero_mask")
@@ -392,7 +387,7 @@ class RunStore:
         when it starts or ends cleans up what killed processes left behind."""
         lock = UnitLock.take(self.root / ".lock")
         if lock is None:  # others work on it: join them
-            lock = _shared(self.root / ".lock")
+            lock = shared_lock(self.root / ".lock")
         elif lock.fd is not None:
             self.clean_up()
         lock.convert(shared=True, wait=True)
@@ -441,63 +436,9 @@ def _age(path: Path, now: float) -> float:
         return 0.0
 
 
-def _shared(path: Path) -> UnitLock:
-    lock = UnitLock(os.open(path, os.O_RDWR | os.O_CREAT, 0o666) if fcntl else None)
-    lock.convert(shared=True, wait=True)
-    return lock
-
-
 def _unit(relpath: str) -> Unit:
     seed, level, variant = relpath.split("/")
     return Unit(int(seed.removeprefix("seed_")), int(level.removeprefix("level_")), variant)
-
-
-class UnitLock:
-    """An advisory lock (flock) on a file: the OS releases it when its process dies."""
-
-    def __init__(self, fd: int | None):
-        self.fd = fd  # None: a lock that guards nothing (no flock, or read-only media)
-
-    @classmethod
-    def take(cls, path: Path) -> UnitLock | None:
-        """Exclusive, without waiting: None when another process holds it. Where no lock
-        file can be made (read-only media, no flock) it is granted: nothing is written there
-        that a lock would guard."""
-        if fcntl is None:
-            return cls(None)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
-            return cls(None)
-        lock = cls(fd)
-        if not lock.convert(shared=False):
-            lock.release()
-            return None
-        return lock
-
-    def convert(self, shared: bool, wait: bool = False) -> bool:
-        """To a shared or an exclusive lock; False if another process prevents it (the lock
-        held before may then be lost: flock converts by unlocking first)."""
-        if self.fd is None:
-            return True
-        try:
-            fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-                        | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> UnitLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def _checked_record(path: Path, record: Any) -> dict[str, Any]:
