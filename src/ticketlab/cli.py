@@ -577,7 +577,7 @@ def cmd_supermask(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ticketlab.models import MODELS
-    for name, (_, text) in MODELS.items():
+    for name, text in MODELS.listing():
         out.print(f"{name:16s} {text}", highlight=False)
     return 0
 

@@ -228,7 +228,7 @@ class ExperimentConfig:
         from ticketlab.models import INITS, MODELS
 
         t, p = self.training, self.pruning
-        _choice("model", self.model.model, tuple(MODELS))
+        MODELS.canonical(self.model.model)
         _choice("init", self.model.init, INITS)
         get_dataset(self.data.dataset)
         _choice("optimizer", t.optimizer, OPTIMIZERS)
@@ -299,7 +299,7 @@ class ExperimentConfig:
         name, shape = self.model.model, tuple(info.input_shape)
         try:
             with torch.no_grad():
-                model = MODELS[name][0](shape, info.num_classes)
+                model = MODELS.get(name)(shape, info.num_classes)
                 model(torch.zeros(1, *shape))
         except (RuntimeError, ValueError):
             need = _smallest_fitting_side(name, shape, info.num_classes)
@@ -352,7 +352,7 @@ def _smallest_fitting_side(name: str, shape: tuple[int, ...], num_classes: int) 
     for side in range(max(shape[1:]) + 1, 257):
         try:
             with torch.no_grad():
-                MODELS[name][0]((shape[0], side, side), num_classes)(
+                MODELS.get(name)((shape[0], side, side), num_classes)(
                     torch.zeros(1, shape[0], side, side))
             return side
         except (RuntimeError, ValueError):
