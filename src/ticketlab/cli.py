@@ -24,11 +24,10 @@ from rich.progress import (
 )
 
 from ticketlab.config import (
-    CONTROLS,
-    OPTIMIZERS,
-    SCHEDULES,
-    SCOPES,
+    FIELDS,
+    RUNTIME_FIELDS,
     ExperimentConfig,
+    FlatField,
     Runtime,
     apply_overrides,
     check_type,
@@ -36,6 +35,7 @@ from ticketlab.config import (
     load_toml,
     runtime_hints,
 )
+from ticketlab.config.fields import parse_fractions, parse_ints, parse_names, parser_for
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.presets import PRESETS, preset_settings
@@ -54,31 +54,12 @@ class Parser(argparse.ArgumentParser):
 
 # ---------------------------------------------------------------------------- value parsers
 
-def _fraction_map(text: str) -> dict[str, float]:
-    try:
-        pairs = [item.split("=") for item in text.split(",") if item]
-        return {k.strip(): float(v) for k, v in pairs}
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a list of group=rate, e.g. fc=0.2,output=0.1,conv=0.1") from None
-
-
 def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a list of integers, e.g. 0,1,2") \
-            from None
+    return _option_type(parse_ints)(text)
 
 
 def _fractions(text: str) -> tuple[float, ...]:
-    if text.strip() in ("", "none"):
-        return ()
-    try:
-        return tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a list of fractions, e.g. 0.5,0.2,0.1") from None
+    return _option_type(parse_fractions)(text)
 
 
 def _threads(text: str) -> int | str:
@@ -88,8 +69,7 @@ def _threads(text: str) -> int | str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return () if text.strip() in ("", "none") else tuple(s.strip() for s in text.split(","))
+_names = parse_names
 
 
 # ---------------------------------------------------------------------------- commands
@@ -139,77 +119,64 @@ ZHOU_CRITERIA = ("large_final", "small_final", "large_init", "small_init",
                  "movement", "random")
 
 
+SECTION_GROUPS = {"data": "model and data", "model": "model and data", "pruning": "pruning",
+                  None: "pruning", "training": "training"}
+
+
 def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
+    """Every setting of ExperimentConfig and Runtime as an option, generated from the
+    dataclass fields (help, parser, choices: `config.fields.setting`)."""
     a = p.add_argument
     a("--preset", metavar="NAME", help="start from a paper's settings (see `ticketlab presets`); "
       "--config and options override it")
     a("--config", type=Path, metavar="FILE", help="TOML file of settings (options override it)")
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", help="registered model (see `ticketlab models`)")
-    g.add_argument("--init", help="initialisation: glorot_normal (the paper's), glorot_uniform, "
-                   "kaiming_normal, kaiming_uniform, torch_default")
-    g.add_argument("--dataset", help="registered dataset (see `ticketlab datasets`)")
-    g.add_argument("--data-dir", type=Path, help="folder with the dataset files "
-                   "(default: $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
-    g.add_argument("--download", action="store_true", default=None,
-                   help="fetch missing dataset files from the public mirrors")
-    g.add_argument("--validation-size", type=int, help="images held out for early stopping "
-                   "(default 5,000, a proportional share for small datasets)")
-    g = p.add_argument_group("pruning")
-    g.add_argument("--levels", type=int, help="pruning levels after the dense level 0")
-    g.add_argument("--one-shot", type=_fractions, metavar="DENSITIES",
-                   help="one-shot pruning instead of iterative: prune the trained dense network "
-                   "once to each density, e.g. 0.5,0.2,0.1,0.05,0.01 (fractions kept)")
-    g.add_argument("--scope", type=str.lower, choices=SCOPES, help="prune each layer by its "
-                   "rate, or rank all prunable weights together")
-    g.add_argument("--rate", type=float, help="fraction of the remaining weights pruned per "
-                   "level: for every group (layerwise) or overall (global; default 0.2)")
-    g.add_argument("--rates", type=_fraction_map, metavar="G=R,...", help="layer-wise rate per "
-                   "group of the model's prunable weights (conv, fc, output)")
-    g.add_argument("--threshold", type=float, metavar="ALPHA", help="one-shot by threshold "
-                   "instead (the course project's LF mask): keep |w| > mean|w| + ALPHA * std(w) "
-                   "over all prunable trained weights; the density follows from ALPHA")
-    g.add_argument("--criterion", metavar="NAME", help="which weights to keep (Zhou et al.): "
-                   "large_final (magnitude pruning), small_final, large_init, "
-                   "small_init, large_init_large_final, small_init_small_final, "
-                   "magnitude_increase, movement, random, and *_same_sign variants")
-    g.add_argument("--exclude", type=_names, metavar="GROUPS",
-                   help="groups never pruned, e.g. output")
-    g.add_argument("--rewind", metavar="STEP", help="rewind point: 0it (the original ticket) or "
-                   "later, e.g. 500it or 1ep (late rewinding)")
-    g.add_argument("--controls", type=_names, metavar="LIST",
-                   help=f"controls and mask actions trained beside each ticket: "
-                   f"{','.join(CONTROLS)} or none")
-    g.add_argument("--seeds", type=_ints, metavar="LIST", help="independent trials, e.g. 0,1,2")
-    g = p.add_argument_group("training")
-    g.add_argument("--train", metavar="STEPS", help="budget per level, e.g. 50000it or 40ep")
-    g.add_argument("--batch-size", type=int, help="examples per step")
-    g.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS, help="the optimizer")
-    g.add_argument("--lr", type=float, help="learning rate")
-    g.add_argument("--momentum", type=float, help="SGD momentum")
-    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
-    g.add_argument("--weight-decay", type=float, help="L2 weight decay")
-    g.add_argument("--schedule", type=str.lower, choices=SCHEDULES, help="constant, or step "
-                   "(x gamma at each milestone)")
-    g.add_argument("--milestones", type=_names, metavar="STEPS", help="e.g. 20000it,25000it")
-    g.add_argument("--gamma", type=float, help="learning-rate factor at each milestone")
-    g.add_argument("--warmup", metavar="STEPS", help="linear warm-up length, e.g. 1000it")
-    g.add_argument("--eval-every", metavar="STEPS", help="evaluation interval, e.g. 100it")
-    g = p.add_argument_group("running")
-    g.add_argument("--out", type=Path, help="where run directories go")
-    g.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
-    g.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
-                   help="seconds between mid-level checkpoints (0: at every evaluation)")
-    g.add_argument("--vectorize", action=argparse.BooleanOptionalAction, default=None,
-                   help="train a level's seeds and controls together in one vectorised pass "
-                   "(same results up to floating-point rounding; default: on a GPU only)")
-    add_threads_argument(g)
-    g.add_argument("--quiet", action="store_true", default=None,
-                   help="no progress display and no settings echo; the table is printed")
-    g.add_argument("--recompute", action="store_true", default=None,
-                   help="check every file of the run first; delete the units with a damaged "
-                   "file (and unfinished units started from them) and compute them again")
+    groups = {title: p.add_argument_group(title) for title in dict.fromkeys(
+        SECTION_GROUPS.values())}
+    for flat in FIELDS.values():
+        add_setting(groups[SECTION_GROUPS[flat.section]], flat)
+    running = p.add_argument_group("running")
+    for flat in RUNTIME_FIELDS.values():
+        add_setting(running, flat)
     show_defaults(p, experiment_defaults())
+
+
+def add_setting(group: argparse._ArgumentGroup, flat: FlatField) -> None:
+    """One option for one setting: `--batch-size` for `batch_size`."""
+    m = flat.meta
+    if m["flag"] is None:
+        return
+    help_text = m["help"]
+    kwargs: dict[str, Any] = {"dest": flat.key, "default": None}
+    if m["action"] == "store_true":
+        kwargs["action"] = "store_true"
+    elif m["action"] == "optional":
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        choices = m["choices"]
+        if isinstance(choices, tuple):
+            kwargs.update(type=str.lower, choices=choices)
+        else:
+            kwargs["type"] = _option_type(m["parse"] or parser_for(flat.hint))
+            if callable(choices):
+                help_text += f"; one of: {', '.join(choices())}"
+        if m["metavar"]:
+            kwargs["metavar"] = m["metavar"]
+    group.add_argument(m["flag"] or "--" + flat.key.replace("_", "-"),
+                       help=help_text.replace("%", "%%"), **kwargs)
+
+
+def _option_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse's type: the setting's parser, its one-line error as argparse's message."""
+    if parse in (int, float, str, Path):
+        return parse  # argparse words their errors well ("invalid int value: 'x'")
+
+    def option_type(text: str) -> Any:
+        try:
+            return parse(text)
+        except TicketlabError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    option_type.__name__ = getattr(parse, "__name__", "value")
+    return option_type
 
 
 def add_threads_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -243,8 +210,7 @@ def show_defaults(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
         action.help += f" (default: {shown or 'none'})".replace("%", "%%")
 
 
-RUNTIME_KEYS = ("out", "data_dir", "download", "device", "quiet", "checkpoint_every",
-                "vectorize", "threads", "recompute")
+RUNTIME_KEYS = tuple(k for k, f in RUNTIME_FIELDS.items() if f.meta["flag"] is not None)
 
 
 def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:

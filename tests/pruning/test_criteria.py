@@ -120,7 +120,7 @@ def test_every_criterion_runs_on_every_shape():
 
 def test_unknown_criterion_lists_the_choices():
     with pytest.raises(TicketlabError,
-                       match=r"unknown mask criterion 'largest'.*large_final, ") as e:
+                       match=r"unknown criterion 'largest'.*large_final, ") as e:
         criterion_scores("largest", W_INIT, W_FINAL, dense((4,)))
     assert "\n" not in str(e.value)
 

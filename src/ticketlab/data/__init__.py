@@ -6,6 +6,7 @@ from ticketlab.data.idx import check_md5, md5_of, read_idx
 from ticketlab.data.raw import RawSplits
 from ticketlab.data.registry import (
     DatasetInfo,
+    dataset_choices,
     dataset_names,
     describe_datasets,
     get_dataset,
@@ -20,6 +21,7 @@ __all__ = [
     "DatasetInfo",
     "RawSplits",
     "check_md5",
+    "dataset_choices",
     "dataset_names",
     "describe_datasets",
     "download",

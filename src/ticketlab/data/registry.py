@@ -54,6 +54,11 @@ def dataset_names() -> list[str]:
     return sorted(_DATASETS)
 
 
+def dataset_choices() -> list[str]:
+    """What `--help` and messages offer: every registered name."""
+    return dataset_names()
+
+
 def get_dataset(name: str) -> DatasetInfo:
     """The dataset registered under `name` or one of its aliases (case-insensitive)."""
     key = str(name).strip().lower()

@@ -6,16 +6,9 @@ their values at step k, and trains from step k to the end of the same budget: th
 rate schedule and the data order continue from step k, while the optimizer state starts
 fresh (as in OpenLTH). Which weights a level keeps is decided by a criterion (default
 large_final, i.e. magnitude; see `pruning.criteria`) of the previous level's trained weights
-and the rewind-point weights. From level 1 on, two controls can be trained beside each ticket:
-
-- reinit: the ticket's mask with a fresh initialisation (from another seed), trained from
-  step k like the ticket, so only the initial values differ;
-- random: a random mask with the ticket's per-tensor counts, from the rewind-point weights.
-
-Zhou et al.'s mask actions are variants too, each changing one thing about the ticket:
-reshuffle, signed_constant and random_signed_constant change what the kept weights start
-from (mask-1); freeze_init and freeze_init_zero_mask hold the pruned weights at their
-rewind-point values instead of zero, the latter only those that grew in training (mask-0).
+and the rewind-point weights. From level 1 on, controls (reinit, random) and Zhou et al.'s
+mask actions can be trained beside each ticket: each is a variant, one class in
+`experiments/variants.py`, where what each one changes is described.
 
 One-shot pruning (`config.one_shot`, the paper's Figure 1) replaces the chain of levels by
 one cut per density: level i prunes the *dense* network's trained weights once, straight to
@@ -41,48 +34,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name, derive_seed
-from ticketlab.data import SOURCES, Dataset, load_dataset, resolve_data_dir
+from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name
+from ticketlab.data import SOURCES, load_dataset, resolve_data_dir
 from ticketlab.errors import TicketlabError
+from ticketlab.experiments.context import Context, Prepared, Reporter
 from ticketlab.experiments.locks import UnitLock
 from ticketlab.experiments.store import RunStore, Unit
-from ticketlab.models import build_model
-from ticketlab.pruning import (
-    Mask,
-    apply_mask1,
-    frozen_values,
-    prune_by_criterion,
-    prune_magnitude,
-    random_like,
-    rates_for_density,
-    threshold_mask,
-)
+from ticketlab.experiments.variants import prepare
+from ticketlab.pruning import Mask
 from ticketlab.threads import using_threads
 from ticketlab.training import EarlyStop, interrupt, train, train_replicates, vectorizable
-from ticketlab.training.loop import Progress
 
-Prepared = tuple[torch.nn.Module, Mask, int, dict[str, torch.Tensor] | None]
-MASK1_VARIANTS = ("reshuffle", "signed_constant", "random_signed_constant")
-MASK0_VARIANTS = ("freeze_init", "freeze_init_zero_mask")
 WAIT_POLL = 0.5  # seconds between looks at a unit another process is training
-
-
-class Reporter(Protocol):
-    """What a front end (the CLI's progress display, a notebook) hears from the engine.
-
-    A reporter may also have `wait_units(units)`: called when this process waits for units
-    another process is training.
-    """
-
-    def start_run(self, config: ExperimentConfig, store: RunStore, device: torch.device
-                  ) -> None: ...
-    def start_units(self, units: list[Unit], start: int, end: int) -> Progress | None: ...
-    def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,20 +69,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise TicketlabError("--device mps, but MPS is not available: use --device auto")
     return device
-
-
-@dataclass
-class Context:
-    config: ExperimentConfig
-    runtime: Runtime
-    store: RunStore
-    data: Dataset
-    device: torch.device
-    rewind: int
-    end: int
-    eval_every: int
-    reporter: Reporter | None
-    siblings: list[RunStore]  # runs with the same dense training, to borrow level 0 from
 
 
 def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
@@ -191,87 +144,6 @@ def recompute_damaged(ctx: Context, reporter: Reporter | None = None) -> list[Un
     return removed
 
 
-def _new_model(ctx: Context, seed: int) -> torch.nn.Module:
-    c = ctx.config
-    return build_model(c.model.model, ctx.data.input_shape, ctx.data.num_classes,
-                       c.model.init, seed).to(ctx.device)
-
-
-def _parent(ctx: Context, unit: Unit) -> Unit:
-    """The trained ticket a level's mask is cut from: the previous level, or the dense one."""
-    return Unit(unit.seed, 0 if ctx.config.one_shot else unit.level - 1, "ticket")
-
-
-def _prepare(ctx: Context, unit: Unit) -> Prepared:
-    """The unit's model at its starting weights, its mask, starting step and frozen values."""
-    store, seed, level = ctx.store, unit.seed, unit.level
-    if level == 0:
-        model = _new_model(ctx, derive_seed(seed, "init"))
-        return model, Mask.dense(model), 0, None
-    if unit.variant == "ticket":
-        c, p = ctx.config, ctx.config.pruning
-        previous = _parent(ctx, unit)
-        mask = store.load_mask(previous)
-        rates = p.rates_arg()
-        if c.one_shot:
-            rates = rates_for_density(mask, rates, c.one_shot[level - 1], scope=p.scope,
-                                      exclude=p.exclude)
-        final = store.load_weights(previous, "final")
-        if p.threshold is not None:
-            mask = threshold_mask(final, mask, p.threshold)
-        elif p.criterion == "large_final":
-            mask = prune_magnitude(final, mask, rates, scope=p.scope, exclude=p.exclude)
-        else:  # initial weights = the rewind point, what the kept weights are reset to
-            mask = prune_by_criterion(
-                p.criterion, store.load_weights(Unit(seed, 0, "ticket"), "rewind"), final, mask,
-                rates, scope=p.scope, exclude=p.exclude, seed=derive_seed(seed, "criterion", level))
-    else:
-        mask = store.load_mask(Unit(seed, level, "ticket"))
-    if unit.variant == "random":
-        mask = random_like(mask, derive_seed(seed, "random", level))
-    if unit.variant == "reinit":
-        model = _new_model(ctx, derive_seed(seed, "reinit", level))
-        mask.apply_(model)
-        return model, mask, ctx.rewind, None
-    model = _new_model(ctx, derive_seed(seed, "init"))
-    rewind = store.load_weights(Unit(seed, 0, "ticket"), "rewind")
-    state = rewind
-    if unit.variant in MASK1_VARIANTS:  # what the kept weights start from
-        state = apply_mask1(unit.variant, rewind, mask, derive_seed(seed, unit.variant, level))
-    model.load_state_dict(state)
-    mask.apply_(model)
-    frozen = None
-    if unit.variant in MASK0_VARIANTS:  # what the pruned weights become
-        final = _weights_when_pruned(ctx, unit)
-        frozen = {k: v.to(ctx.device) for k, v in
-                  frozen_values(unit.variant, rewind, final, mask).items()}
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for k, v in frozen.items():
-                params[k].add_(v)
-    return model, mask, ctx.rewind, frozen
-
-
-def _weights_when_pruned(ctx: Context, unit: Unit) -> dict[str, torch.Tensor]:
-    """Each weight's trained value at the end of the training in which it was pruned.
-
-    A mask-0 action decides a pruned weight's fate from its trained value (freeze_init_zero_mask:
-    did it move away from zero?). In an iterative run the previous level's ticket holds every
-    weight pruned before that level at exactly 0, so its weights cannot decide them: a weight
-    pruned at level j is judged by ticket j-1's final weights, once, as if each mask-0
-    variant ran as its own chain (Zhou et al.), where a weight held at init stays held.
-    Kept weights take the parent's final values. One-shot levels all prune the dense network.
-    """
-    parent = _parent(ctx, unit)
-    weights = ctx.store.load_weights(parent, "final")  # decides the weights pruned just now
-    masks = [ctx.store.load_mask(Unit(unit.seed, j, "ticket")) for j in range(parent.level + 1)]
-    for j in range(1, parent.level + 1):  # pruned at level j: ticket j-1 trained them last
-        final = ctx.store.load_weights(Unit(unit.seed, j - 1, "ticket"), "final")
-        for k, m in masks[j].items():
-            weights[k] = torch.where(masks[j - 1][k] & ~m, final[k], weights[k])
-    return weights
-
-
 def run_units(ctx: Context, units: list[Unit]) -> None:
     """Trains the units of one level that are not done yet: together, or one by one.
 
@@ -285,7 +157,7 @@ def run_units(ctx: Context, units: list[Unit]) -> None:
     vectorize = ctx.runtime.vectorize
     if vectorize is None:
         vectorize = ctx.device.type == "cuda"
-    model = _new_model(ctx, 0) if vectorize else None
+    model = ctx.new_model(0) if vectorize else None
     if model is not None and vectorizable(model) and (
             len(pending) > 1 or ctx.store.groups(pending[0].level)):
         _run_together(ctx, pending)
@@ -399,7 +271,7 @@ def _train_alone(ctx: Context, unit: Unit) -> None:
 
 def _start(ctx: Context, unit: Unit) -> Prepared:
     """Prepares a unit and records its mask and starting weights (controls read the ticket's)."""
-    prepared = _prepare(ctx, unit)
+    prepared = prepare(ctx, unit)
     model, mask = prepared[0], prepared[1]
     ctx.store.save_mask(unit, mask)
     ctx.store.save_weights(unit, "init" if unit.level == 0 else "rewind", model.state_dict())
@@ -411,7 +283,7 @@ def _train_together(ctx: Context, units: list[Unit]) -> None:
     trained again for the others' sake, but their files are left as they are."""
     store = ctx.store
     riders = [store.done(u) for u in units]
-    prepared = [_prepare(ctx, u) if done else _start(ctx, u) for u, done in zip(units, riders)]
+    prepared = [prepare(ctx, u) if done else _start(ctx, u) for u, done in zip(units, riders)]
     start = prepared[0][2]
     checkpoint = store.group(units, ctx.runtime.checkpoint_every)[0]
     store.write_group(units)

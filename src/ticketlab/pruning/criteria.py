@@ -21,6 +21,7 @@ from torch import Tensor
 from ticketlab.errors import TicketlabError
 from ticketlab.pruning.magnitude import Rates, prune
 from ticketlab.pruning.mask import Mask
+from ticketlab.registry import Registry
 
 
 class Criterion(Protocol):
@@ -28,13 +29,12 @@ class Criterion(Protocol):
                  generator: torch.Generator | None = None) -> Tensor: ...
 
 
-CRITERIA: dict[str, Criterion] = {}
+CRITERIA: Registry[Criterion] = Registry("criterion")
 
 
 def criterion(fn: Criterion) -> Criterion:
     """Registers `fn` in `CRITERIA` under its function name."""
-    CRITERIA[fn.__name__] = fn
-    return fn
+    return CRITERIA.add(fn.__name__, fn)
 
 
 def _rank_fraction(v: Tensor) -> Tensor:
@@ -70,18 +70,21 @@ def large_final(w_init: Tensor, w_final: Tensor, *,
 @criterion
 def small_final(w_init: Tensor, w_final: Tensor, *,
                 generator: torch.Generator | None = None) -> Tensor:
+    """-|w_f|: keeps the smallest trained weights (Zhou et al.'s control)."""
     return -w_final.abs()
 
 
 @criterion
 def large_init(w_init: Tensor, w_final: Tensor, *,
                generator: torch.Generator | None = None) -> Tensor:
+    """|w_i|: keeps the largest initial weights."""
     return w_init.abs()
 
 
 @criterion
 def small_init(w_init: Tensor, w_final: Tensor, *,
                generator: torch.Generator | None = None) -> Tensor:
+    """-|w_i|: keeps the smallest initial weights."""
     return -w_init.abs()
 
 
@@ -102,12 +105,14 @@ def small_init_small_final(w_init: Tensor, w_final: Tensor, *,
 @criterion
 def magnitude_increase(w_init: Tensor, w_final: Tensor, *,
                        generator: torch.Generator | None = None) -> Tensor:
+    """|w_f| - |w_i|: keeps the weights that grew most in training."""
     return w_final.abs() - w_init.abs()
 
 
 @criterion
 def movement(w_init: Tensor, w_final: Tensor, *,
              generator: torch.Generator | None = None) -> Tensor:
+    """|w_f - w_i|: keeps the weights that moved most in training."""
     return (w_final - w_init).abs()
 
 
@@ -145,14 +150,12 @@ density at most the same-sign fraction to keep only agreeing signs.
 """
 
 for _base in SAME_SIGN_BASES:
-    CRITERIA[f"{_base}_same_sign"] = _same_sign(CRITERIA[_base])
+    CRITERIA.add(f"{_base}_same_sign", _same_sign(CRITERIA.get(_base)),
+                 f"{_base}, weights whose sign flipped in training pruned first")
 
 
 def get_criterion(name: str) -> Criterion:
-    if name not in CRITERIA:
-        raise TicketlabError(f"unknown mask criterion '{name}': choose one of "
-                             f"{', '.join(CRITERIA)}")
-    return CRITERIA[name]
+    return CRITERIA.get(name)
 
 
 def criterion_scores(name: str, init: Mapping[str, Tensor], final: Mapping[str, Tensor],

@@ -4,7 +4,8 @@ A run is fully described by an `ExperimentConfig`. Its *science* part (data, mod
 training, pruning, rewind point) is hashed to name the run directory; which seeds, levels
 and controls to compute are not hashed, so asking for more seeds or levels later reuses
 everything already computed. Runtime choices (device, paths, verbosity) live in `Runtime`
-and never affect the hash.
+and never affect the hash. Every setting is declared once, with `setting()`
+(`config.fields`): its help, command-line parser and hash rule travel with it.
 """
 
 from __future__ import annotations
@@ -14,113 +15,135 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 import tomllib
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from ticketlab.config.fields import FlatField, as_floats, check_type, flat_fields, setting
+from ticketlab.config.step import Step
 from ticketlab.errors import TicketlabError
-
-# ---------------------------------------------------------------------------- steps
-
-_STEP_RE = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
-
-
-@dataclass(frozen=True)
-class Step:
-    """A training duration or point, written `500it` (iterations) or `2ep` (epochs)."""
-
-    count: int
-    unit: str  # "it" or "ep"
-
-    @classmethod
-    def parse(cls, text: str | Step) -> Step:
-        if isinstance(text, Step):
-            return text
-        m = _STEP_RE.match(str(text))
-        if not m:
-            raise TicketlabError(
-                f"'{text}' is not a step: write a count with a unit, e.g. 500it (iterations) "
-                "or 2ep (epochs)"
-            )
-        return cls(int(m.group(1)), m.group(2))
-
-    def iterations(self, iterations_per_epoch: int) -> int:
-        return self.count if self.unit == "it" else self.count * iterations_per_epoch
-
-    def __str__(self) -> str:
-        return f"{self.count}{self.unit}"
-
-    @classmethod
-    def canonical(cls, text: str) -> str:
-        """One spelling per duration (`05it`, ` 5 it` -> `5it`; `0ep` -> `0it`), or `text`
-        unchanged when it is not a step (validate() says so)."""
-        try:
-            step = cls.parse(text)
-        except TicketlabError:
-            return text
-        return "0it" if step.count == 0 else str(step)
-
-
-# ---------------------------------------------------------------------------- seeds
-
-
-def derive_seed(seed: int, *purpose: object) -> int:
-    """A stable 63-bit seed for one use of one trial (init, data order, a control...)."""
-    text = "/".join(str(p) for p in (seed, *purpose))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
 
 # ---------------------------------------------------------------------------- hparams
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step")
 SCOPES = ("layerwise", "global")
-CONTROLS = ("reinit", "random", "reshuffle", "signed_constant", "random_signed_constant",
-            "freeze_init", "freeze_init_zero_mask")
+AUGMENTS = ("auto", "none", "flip", "crop_flip")
 PAPER_RATES = {"fc": 0.2, "output": 0.1, "conv": 0.1}
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _steps(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(Step.canonical(v) if isinstance(v, str) else v for v in value)
+    return Step.canonical(value) if isinstance(value, str) else value
+
+
+def _names_lower(value: Any) -> Any:
+    return tuple(_lower(v) for v in value) if isinstance(value, tuple) else value
+
+
+def _model_names() -> list[str]:
+    from ticketlab.models import MODELS
+    return MODELS.choices()
+
+
+def _dataset_names() -> list[str]:
+    from ticketlab.data import dataset_choices
+    return dataset_choices()
+
+
+def _init_names() -> list[str]:
+    from ticketlab.models import INITS
+    return list(INITS)
+
+
+def _criterion_names() -> list[str]:
+    from ticketlab.pruning.criteria import CRITERIA
+    return CRITERIA.names()
+
+
+def _control_names() -> list[str]:
+    from ticketlab.experiments.variants import VARIANTS
+    return [n for n in VARIANTS.names() if n != "ticket"]
 
 
 @dataclass
 class DataHparams:
-    dataset: str = "digits"
-    validation_size: int | None = None  # None: 5,000 (a proportional share for small sets)
-    split_seed: int = 0  # fixes the validation split; independent of the trial seed
+    dataset: str = setting("digits", "registered dataset, or imagefolder:PATH (see `ticketlab "
+                           "datasets`)", choices=_dataset_names, hash="always")
+    validation_size: int | None = setting(
+        None, "images held out for early stopping (default 5,000, a proportional share for "
+        "small datasets)", hash="always")
+    split_seed: int = setting(0, "seed of the validation split (the same for every trial)",
+                              hash="always")
+    image_size: int | None = setting(
+        None, "side in pixels image folders are resized to (default 64); fixed-size datasets "
+        "refuse it", metavar="PIXELS")
 
 
 @dataclass
 class ModelHparams:
-    model: str = "lenet_300_100"
-    init: str = "glorot_normal"
+    model: str = setting("lenet_300_100", "registered model (see `ticketlab models`)",
+                         choices=_model_names, canonical=_lower, hash="always")
+    init: str = setting("glorot_normal", "initialisation of conv and linear weights (the "
+                        "paper's is glorot_normal)", choices=_init_names, canonical=_lower,
+                        hash="always")
 
 
 @dataclass
 class TrainingHparams:
-    optimizer: str = "adam"
-    lr: float = 1.2e-3
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | step (x gamma at each milestone)
-    milestones: tuple[str, ...] = ()
-    gamma: float = 0.1
-    warmup: str = "0it"  # linear warm-up from 0 to lr
-    train: str = "40ep"  # the budget of every level
-    batch_size: int = 60
-    eval_every: str = "100it"  # the paper's grid
+    optimizer: str = setting("adam", "the optimizer", choices=OPTIMIZERS, canonical=_lower,
+                             hash="always")
+    lr: float = setting(1.2e-3, "learning rate (the peak, after warm-up)", hash="always")
+    momentum: float = setting(0.0, "SGD momentum", hash="always")
+    nesterov: bool = setting(False, "Nesterov momentum", action="store_true", hash="always")
+    weight_decay: float = setting(0.0, "L2 weight decay", hash="always")
+    norm_bias_weight_decay: float | None = setting(
+        None, "weight decay of normalisation weights and all biases (default: --weight-decay)",
+        metavar="WD")
+    schedule: str = setting("constant", "constant, or step (x gamma at each milestone)",
+                            choices=SCHEDULES, canonical=_lower, hash="always")
+    milestones: tuple[str, ...] = setting((), "learning-rate milestones, e.g. 80ep,120ep or "
+                                          "20000it,25000it", metavar="STEPS", canonical=_steps,
+                                          hash="always")
+    gamma: float = setting(0.1, "learning-rate factor at each milestone", hash="always")
+    warmup: str = setting("0it", "linear warm-up length, e.g. 10000it", metavar="STEPS",
+                          canonical=_steps, hash="always")
+    train: str = setting("40ep", "budget per level, e.g. 50000it or 40ep", metavar="STEPS",
+                         canonical=_steps, hash="always")
+    batch_size: int = setting(60, "examples per step", hash="always")
+    eval_every: str = setting("100it", "evaluation interval, e.g. 100it", metavar="STEPS",
+                              canonical=_steps, hash="always")
+    augment: str = setting("auto", "training-batch augmentation: auto (the dataset's: "
+                           "crop_flip for CIFAR and image folders, none for digits and MNIST), "
+                           "none, flip, or crop_flip (random crop with 4-pixel padding and "
+                           "horizontal flip)", choices=AUGMENTS, canonical=_lower)
 
 
 @dataclass
 class PruningHparams:
-    scope: str = "layerwise"  # layerwise | global
-    rates: dict[str, float] = field(default_factory=lambda: dict(PAPER_RATES))
-    rate: float | None = None  # one rate for every group (layerwise) or the global rate
-    exclude: tuple[str, ...] = ()  # groups never pruned, e.g. ("output",)
-    criterion: str = "large_final"  # which weights to keep (pruning.criteria.CRITERIA)
-    threshold: float | None = None  # alpha: one-shot mask |w| > mean|w| + alpha * std(w)
+    scope: str = setting("layerwise", "prune each layer by its rate, or rank all prunable "
+                         "weights together", choices=SCOPES, canonical=_lower, hash="always")
+    rates: dict[str, float] = setting(
+        help="layer-wise rate per group of the model's prunable weights (conv, fc, output, "
+        "shortcut)", factory=lambda: dict(PAPER_RATES), metavar="G=R,...", hash="always")
+    rate: float | None = setting(None, "fraction of the remaining weights pruned per level: "
+                                 "for every group (layerwise) or overall (global; default 0.2)",
+                                 hash="always")
+    exclude: tuple[str, ...] = setting((), "groups never pruned, e.g. output", metavar="GROUPS",
+                                       hash="always")
+    criterion: str = setting("large_final", "which weights to keep (Zhou et al.; large_final is "
+                             "magnitude pruning)", metavar="NAME", choices=_criterion_names,
+                             canonical=_lower)
+    threshold: float | None = setting(
+        None, "one-shot by threshold instead (the course project's LF mask): keep |w| > "
+        "mean|w| + ALPHA * std(w) over all prunable trained weights; the density follows from "
+        "ALPHA", metavar="ALPHA")
 
     def rates_arg(self) -> float | dict[str, float]:
         """What `prune` takes: the global rate, or one rate / {group: rate} layer-wise."""
@@ -135,28 +158,36 @@ class ExperimentConfig:
     model: ModelHparams = field(default_factory=ModelHparams)
     training: TrainingHparams = field(default_factory=TrainingHparams)
     pruning: PruningHparams = field(default_factory=PruningHparams)
-    rewind: str = "0it"
-    one_shot: tuple[float, ...] = ()  # densities: prune the dense ticket once to each
+    rewind: str = setting("0it", "rewind point: 0it (the original ticket) or later, e.g. 500it "
+                          "or 1ep (late rewinding)", metavar="STEP", canonical=_steps,
+                          hash="always")
+    one_shot: tuple[float, ...] = setting(
+        (), "one-shot pruning instead of iterative: prune the trained dense network once to "
+        "each density, e.g. 0.5,0.2,0.1,0.05,0.01 (fractions kept)", metavar="DENSITIES")
     # What to compute (not hashed):
-    levels: int = 10
-    controls: tuple[str, ...] = ("reinit", "random")
-    seeds: tuple[int, ...] = (0,)
+    levels: int = setting(10, "pruning levels after the dense level 0", hash="never")
+    controls: tuple[str, ...] = setting(
+        ("reinit", "random"), "controls and mask actions trained beside each ticket, or none",
+        metavar="LIST", choices=_control_names, canonical=_names_lower, hash="never")
+    seeds: tuple[int, ...] = setting((0,), "independent trials, e.g. 0,1,2", metavar="LIST",
+                                     hash="never")
 
-    SECTIONS = ("data", "model", "training", "pruning")
-    UNHASHED = ("levels", "controls", "seeds")
+    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "model", "training", "pruning")
+    UNHASHED: ClassVar[tuple[str, ...]]  # what to compute, not what it is: set below
 
     def science(self) -> dict[str, Any]:
-        """The part that determines every number of every unit; it names the run."""
-        d = self.canonical().to_dict()
-        for key in self.UNHASHED:
-            d.pop(key)
-        # Settings added later are left out at their defaults: older runs keep their names.
-        if not self.one_shot:
-            d.pop("one_shot")
-        if self.pruning.criterion == "large_final":
-            d["pruning"].pop("criterion")
-        if self.pruning.threshold is None:
-            d["pruning"].pop("threshold")
+        """The part that determines every number of every unit; it names the run.
+
+        Each setting follows its hash rule (`config.fields`): settings added after the
+        first version are left out at their defaults, so older runs keep their names."""
+        c = self.canonical()
+        d = c.to_dict()
+        for flat in FIELDS.values():
+            rule = flat.meta["hash"]
+            owner = d if flat.section is None else d[flat.section]
+            if rule == "never" or (rule == "unless_default" and
+                                   _jsonable(_value(c, flat)) == _canonical_default(flat)):
+                owner.pop(flat.key)
         return d
 
     @property
@@ -195,17 +226,10 @@ class ExperimentConfig:
         from ticketlab.data import get_dataset
 
         values: dict[str, Any] = {}
-        for key, (section, hint) in _typed_fields().items():
-            value = getattr(self if section is None else getattr(self, section), key)
-            value = _as_floats(value, hint)
-            if key in STEP_KEYS:
-                value = (tuple(Step.canonical(v) for v in value) if isinstance(value, tuple)
-                         else Step.canonical(value))
-            elif key in CHOICE_KEYS and isinstance(value, str):
-                value = value.strip().lower()
-            elif key == "controls" and isinstance(value, tuple):
-                value = tuple(v.strip().lower() if isinstance(v, str) else v for v in value)
-            values[key] = value
+        for key, flat in FIELDS.items():
+            value = as_floats(_value(self, flat), flat.hint)
+            canon = flat.meta["canonical"]
+            values[key] = canon(value) if canon else value
         with contextlib.suppress(TicketlabError):  # unknown: validate() names the choices
             values["dataset"] = get_dataset(values["dataset"]).name
         return _replace_flat(self, values)
@@ -225,7 +249,9 @@ class ExperimentConfig:
     def validate(self) -> None:
         """Checks that need no dataset; budgets in epochs are checked once it is loaded."""
         from ticketlab.data import get_dataset
+        from ticketlab.experiments.variants import check_controls
         from ticketlab.models import INITS, MODELS
+        from ticketlab.pruning.criteria import CRITERIA, check_alpha
 
         t, p = self.training, self.pruning
         MODELS.canonical(self.model.model)
@@ -234,10 +260,9 @@ class ExperimentConfig:
         _choice("optimizer", t.optimizer, OPTIMIZERS)
         _choice("schedule", t.schedule, SCHEDULES)
         _choice("scope", p.scope, SCOPES)
-        from ticketlab.pruning.criteria import CRITERIA, check_alpha
-        _choice("criterion", p.criterion, tuple(CRITERIA))
-        for c in self.controls:
-            _choice("control", c, CONTROLS)
+        _choice("augment", t.augment, AUGMENTS)
+        CRITERIA.canonical(p.criterion)
+        check_controls(self.controls)
         if self.levels < 0:
             raise TicketlabError(f"levels must be >= 0, got {self.levels}")
         for d in self.one_shot:
@@ -360,72 +385,34 @@ def _smallest_fitting_side(name: str, shape: tuple[int, ...], num_classes: int) 
     return None
 
 
-@dataclass
-class Runtime:
-    """How to run, never what: none of this changes a number (on one device)."""
-
-    out: Path = Path("runs")
-    data_dir: Path | None = None
-    download: bool = False
-    device: str = "auto"
-    quiet: bool = False
-    checkpoint_every: float = 60.0  # seconds between mid-level checkpoints (0: every eval)
-    # Train a level's seeds and controls together (same science up to rounding). None: on a
-    # GPU only; on a CPU one model already keeps the cores busy (benchmarks/replicates.py).
-    vectorize: bool | None = None
-    # Intra-op threads: "auto" (1, or $OMP_NUM_THREADS; measured, see ticketlab.threads) or a
-    # count. Recorded in config.json outside the hash: it can change a result's last bits.
-    threads: int | str = "auto"
-    command: str | None = None  # the command line, recorded in the run's config.json
-    recompute: bool = False  # delete damaged units (and what was started from them), redo them
-
-    def validate(self) -> None:
-        """Checks that need no torch: the device's spelling, the checkpoint interval."""
-        check_device_name(self.device)
-        c = self.checkpoint_every
-        if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c < 0:
-            raise TicketlabError(f"--checkpoint-every must be a finite number of seconds >= 0, "
-                                 f"got {c}: e.g. 60 (0: at every evaluation)")
+def _value(config: ExperimentConfig, flat: FlatField) -> Any:
+    return getattr(config if flat.section is None else getattr(config, flat.section), flat.key)
 
 
-DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+def _canonical_default(flat: FlatField) -> Any:
+    value = as_floats(flat.default, flat.hint)
+    canon = flat.meta["canonical"]
+    return _jsonable(canon(value) if canon else value)
 
 
-def check_device_name(name: str) -> None:
-    """auto, cpu, cuda, cuda:N or mps; anything else (meta, tpu...) is refused."""
-    if not isinstance(name, str) or not DEVICE_RE.match(name):
-        raise TicketlabError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps")
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
 
 
 # ---------------------------------------------------------------------------- flat keys
 
+FIELDS = flat_fields(ExperimentConfig, ExperimentConfig.SECTIONS)  # unique keys, or TypeError
+ExperimentConfig.UNHASHED = tuple(k for k, f in FIELDS.items() if f.meta["hash"] == "never")
+
+
 def field_index() -> dict[str, str | None]:
     """Flat key (a CLI flag / TOML key, with underscores) -> its section (None: top level)."""
-    index: dict[str, str | None] = {}
-    for f in fields(ExperimentConfig):
-        if f.name in ExperimentConfig.SECTIONS:
-            section = getattr(ExperimentConfig(), f.name)
-            index.update({g.name: f.name for g in fields(section)})
-        else:
-            index[f.name] = None
-    return index
-
-
-STEP_KEYS = ("warmup", "train", "eval_every", "rewind", "milestones")
-CHOICE_KEYS = ("model", "init", "optimizer", "schedule", "scope", "criterion")
+    return {k: f.section for k, f in FIELDS.items()}
 
 
 def _typed_fields() -> dict[str, tuple[str | None, Any]]:
     """Flat key -> (section, type hint), from the dataclasses' own annotations."""
-    out: dict[str, tuple[str | None, Any]] = {}
-    hints = typing.get_type_hints(ExperimentConfig)
-    for f in fields(ExperimentConfig):
-        if f.name in ExperimentConfig.SECTIONS:
-            sub = typing.get_type_hints(hints[f.name])
-            out.update({g.name: (f.name, sub[g.name]) for g in fields(hints[f.name])})
-        else:
-            out[f.name] = (None, hints[f.name])
-    return out
+    return {k: (f.section, f.hint) for k, f in FIELDS.items()}
 
 
 def _replace_flat(config: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
@@ -433,105 +420,21 @@ def _replace_flat(config: ExperimentConfig, values: dict[str, Any]) -> Experimen
     config = dataclasses.replace(
         config, **{s: dataclasses.replace(getattr(config, s)) for s in config.SECTIONS}
     )
-    index = field_index()
     for key, value in values.items():
-        section = index[key]
+        section = FIELDS[key].section
         setattr(config if section is None else getattr(config, section), key, value)
     return config
-
-
-def _as_floats(value: Any, hint: Any) -> Any:
-    """Whole numbers where the type says float become floats (TOML `lr = 1` is 1.0)."""
-    if value is None or isinstance(value, bool):
-        return value
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is float and isinstance(value, int):
-        return float(value)
-    if origin in (typing.Union, types.UnionType):
-        return _as_floats(value, next(a for a in args if a is not type(None)))
-    if origin is tuple and isinstance(value, tuple):
-        return tuple(_as_floats(v, args[0]) for v in value)
-    if origin is dict and isinstance(value, dict):
-        return {k: _as_floats(v, args[1]) for k, v in value.items()}
-    return value
-
-
-def type_name(hint: Any) -> str:
-    """How a type reads in a message: 'a number', 'a list of integers', ..."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return " or ".join(type_name(a) for a in inner) + " (or left out)"
-    if origin is tuple:
-        return f"a list of {type_name(args[0]).split(' ', 1)[1]}s"
-    if origin is dict:
-        return (f"a table of {type_name(args[0]).split(' ', 1)[1]} = "
-                f"{type_name(args[1]).split(' ', 1)[1]} entries")
-    return {bool: "a boolean (true or false)", int: "an integer", float: "a number",
-            str: "a string", Path: "a path string"}.get(hint, getattr(hint, "__name__", "?"))
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if origin is tuple:
-        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(
-            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is Path:
-        return isinstance(value, str | Path)
-    return isinstance(value, hint)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, Path):
-        value = str(value)
-    return json.dumps(value) if isinstance(value, str | bool | int | float) else repr(value)
-
-
-def check_type(key: str, value: Any, hint: Any, default: Any = None) -> Any:
-    """`value` converted to the field's type (lists to tuples, whole numbers to floats),
-    or a one-line error naming the key, the value and the type expected."""
-    if not _fits(value, hint):
-        example = f", e.g. {key} = {_toml(default)}" if default not in (None, ()) else ""
-        raise TicketlabError(f"setting '{key}' is {_toml(value)} ({type(value).__name__}): "
-                             f"expected {type_name(hint)}{example}")
-    if isinstance(value, list):
-        value = tuple(value)
-    if hint is Path or (value is not None and Path in typing.get_args(hint)):
-        value = Path(value)
-    return _as_floats(value, hint)
-
-
-def runtime_hints() -> dict[str, Any]:
-    return typing.get_type_hints(Runtime)
 
 
 def apply_overrides(config: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
     """Sets flat keys (e.g. {"lr": 1e-3, "model": "conv2"}) on a copy of `config`, each
     checked against its field's type, and returns the canonical spelling of the result."""
-    typed, defaults = _typed_fields(), ExperimentConfig()
     checked: dict[str, Any] = {}
     for key, value in values.items():
-        if key not in typed:
+        if key not in FIELDS:
             raise TicketlabError(f"unknown setting '{key}': see ticketlab find --help for names")
-        section = typed[key][0]
-        default = getattr(defaults if section is None else getattr(defaults, section), key)
-        value = check_type(key, value, typed[key][1], default)
+        flat = FIELDS[key]
+        value = check_type(key, value, flat.hint, flat.default)
         if key == "rates":
             value = {**PAPER_RATES, **dict(value)}
         checked[key] = value

@@ -1,0 +1,53 @@
+"""Training durations and points (`500it`, `2ep`) and the seeds derived from a trial's seed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from ticketlab.errors import TicketlabError
+
+_STEP_RE = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A training duration or point, written `500it` (iterations) or `2ep` (epochs)."""
+
+    count: int
+    unit: str  # "it" or "ep"
+
+    @classmethod
+    def parse(cls, text: str | Step) -> Step:
+        if isinstance(text, Step):
+            return text
+        m = _STEP_RE.match(str(text))
+        if not m:
+            raise TicketlabError(
+                f"'{text}' is not a step: write a count with a unit, e.g. 500it (iterations) "
+                "or 2ep (epochs)"
+            )
+        return cls(int(m.group(1)), m.group(2))
+
+    def iterations(self, iterations_per_epoch: int) -> int:
+        return self.count if self.unit == "it" else self.count * iterations_per_epoch
+
+    def __str__(self) -> str:
+        return f"{self.count}{self.unit}"
+
+    @classmethod
+    def canonical(cls, text: str) -> str:
+        """One spelling per duration (`05it`, ` 5 it` -> `5it`; `0ep` -> `0it`), or `text`
+        unchanged when it is not a step (validate() says so)."""
+        try:
+            step = cls.parse(text)
+        except TicketlabError:
+            return text
+        return "0it" if step.count == 0 else str(step)
+
+
+def derive_seed(seed: int, *purpose: object) -> int:
+    """A stable 63-bit seed for one use of one trial (init, data order, a control...)."""
+    text = "/".join(str(p) for p in (seed, *purpose))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1

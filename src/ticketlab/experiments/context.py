@@ -1,0 +1,54 @@
+"""What every unit of a run shares while it is computed: config, data, store, budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from ticketlab.config import ExperimentConfig, Runtime
+from ticketlab.data import Dataset
+from ticketlab.experiments.store import RunStore, Unit
+from ticketlab.models import build_model
+from ticketlab.pruning import Mask
+
+if TYPE_CHECKING:
+    from ticketlab.training.loop import Progress
+
+# A unit ready to train: its model at the starting weights, its mask, the step it starts
+# from, and the values its pruned weights are held at (None: zero).
+Prepared = tuple[torch.nn.Module, Mask, int, dict[str, torch.Tensor] | None]
+
+
+class Reporter(Protocol):
+    """What a front end (the CLI's progress display, a notebook) hears from the engine.
+
+    A reporter may also have `wait_units(units)`: called when this process waits for units
+    another process is training.
+    """
+
+    def start_run(self, config: ExperimentConfig, store: RunStore, device: torch.device
+                  ) -> None: ...
+    def start_units(self, units: list[Unit], start: int, end: int) -> Progress | None: ...
+    def end_unit(self, unit: Unit, record: dict[str, Any], reused: bool) -> None: ...
+
+
+@dataclass
+class Context:
+    config: ExperimentConfig
+    runtime: Runtime
+    store: RunStore
+    data: Dataset
+    device: torch.device
+    rewind: int
+    end: int
+    eval_every: int
+    reporter: Reporter | None
+    siblings: list[RunStore]  # runs with the same dense training, to borrow level 0 from
+
+    def new_model(self, seed: int) -> torch.nn.Module:
+        """A freshly initialised model from `seed`, on the run's device."""
+        c = self.config
+        return build_model(c.model.model, self.data.input_shape, self.data.num_classes,
+                           c.model.init, seed).to(self.device)

@@ -1,0 +1,226 @@
+"""What a pruned level trains: the ticket and the variants beside it, one class each.
+
+Every unit of level L >= 1 is a `Variant`: it chooses a mask, the model's starting weights
+and, for Zhou et al.'s Mask-0 actions, values its pruned weights are held at. Adding a
+variant is one class here, registered in `VARIANTS`; its name is then a valid `--controls`
+entry, listed in `--help`. Level 0 (the dense training) is not a variant.
+
+- ticket: cut from the parent's trained weights by the configured criterion (or threshold),
+  kept weights reset to the rewind point;
+- reinit: the ticket's mask with a fresh initialisation (another seed), trained from the
+  rewind step like the ticket, so only the initial values differ (batch norm starts as a
+  fresh network's: weight 1, bias 0, running mean 0 and variance 1);
+- random: a random mask with the ticket's per-tensor counts, from the rewind-point weights;
+- reshuffle, signed_constant, random_signed_constant: what the kept weights start from
+  (Mask-1 actions, `pruning.actions`);
+- freeze_init, freeze_init_zero_mask: pruned weights held at their rewind-point values
+  instead of zero (Mask-0 actions), the latter only those that grew in training.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from ticketlab.config import derive_seed
+from ticketlab.errors import TicketlabError
+from ticketlab.experiments.context import Context, Prepared
+from ticketlab.experiments.store import Unit
+from ticketlab.pruning import (
+    Mask,
+    apply_mask1,
+    frozen_values,
+    prune_by_criterion,
+    prune_magnitude,
+    random_like,
+    rates_for_density,
+    threshold_mask,
+)
+from ticketlab.registry import Registry
+
+
+class Variant:
+    """A unit of a pruned level. Subclasses change one of `mask`, `model` or `frozen`."""
+
+    name: ClassVar[str]
+
+    def mask(self, ctx: Context, unit: Unit) -> Mask:
+        """The ticket's mask of this level (cut by the ticket unit, read back)."""
+        return ctx.store.load_mask(Unit(unit.seed, unit.level, "ticket"))
+
+    def start_state(self, ctx: Context, unit: Unit, mask: Mask, rewind: dict[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+        """The state dict the model starts from (before the mask zeroes pruned weights)."""
+        return rewind
+
+    def model(self, ctx: Context, unit: Unit, mask: Mask) -> torch.nn.Module:
+        model = ctx.new_model(derive_seed(unit.seed, "init"))
+        model.load_state_dict(self.start_state(ctx, unit, mask, rewind_state(ctx, unit)))
+        return model
+
+    def frozen(self, ctx: Context, unit: Unit, mask: Mask) -> dict[str, torch.Tensor] | None:
+        """Values pruned weights are held at (0 at kept entries); None: held at zero."""
+        return None
+
+    def prepare(self, ctx: Context, unit: Unit) -> Prepared:
+        mask = self.mask(ctx, unit)
+        model = self.model(ctx, unit, mask)
+        mask.apply_(model)
+        frozen = self.frozen(ctx, unit, mask)
+        if frozen:
+            frozen = {k: v.to(ctx.device) for k, v in frozen.items()}
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for k, v in frozen.items():
+                    params[k].add_(v)
+        return model, mask, ctx.rewind, frozen
+
+
+VARIANTS: Registry[type[Variant]] = Registry("control")
+
+
+def rewind_state(ctx: Context, unit: Unit) -> dict[str, torch.Tensor]:
+    """The dense network's state at the rewind step: weights, biases and batch-norm
+    parameters and running statistics (the whole state dict)."""
+    return ctx.store.load_weights(Unit(unit.seed, 0, "ticket"), "rewind")
+
+
+def parent(ctx: Context, unit: Unit) -> Unit:
+    """The trained ticket a level's mask is cut from: the previous level, or the dense one."""
+    return Unit(unit.seed, 0 if ctx.config.one_shot else unit.level - 1, "ticket")
+
+
+@VARIANTS.register()
+class Ticket(Variant):
+    """the pruned network, its kept weights reset to the rewind point"""
+
+    name = "ticket"
+
+    def mask(self, ctx: Context, unit: Unit) -> Mask:
+        c, p, seed, level = ctx.config, ctx.config.pruning, unit.seed, unit.level
+        previous = parent(ctx, unit)
+        mask = ctx.store.load_mask(previous)
+        rates = p.rates_arg()
+        if c.one_shot:
+            rates = rates_for_density(mask, rates, c.one_shot[level - 1], scope=p.scope,
+                                      exclude=p.exclude)
+        final = ctx.store.load_weights(previous, "final")
+        if p.threshold is not None:
+            return threshold_mask(final, mask, p.threshold)
+        if p.criterion == "large_final":
+            return prune_magnitude(final, mask, rates, scope=p.scope, exclude=p.exclude)
+        # initial weights = the rewind point, what the kept weights are reset to
+        return prune_by_criterion(
+            p.criterion, rewind_state(ctx, unit), final, mask, rates, scope=p.scope,
+            exclude=p.exclude, seed=derive_seed(seed, "criterion", level))
+
+
+@VARIANTS.register()
+class Reinit(Variant):
+    """the ticket's mask on a fresh initialisation (another seed)"""
+
+    name = "reinit"
+
+    def model(self, ctx: Context, unit: Unit, mask: Mask) -> torch.nn.Module:
+        return ctx.new_model(derive_seed(unit.seed, "reinit", unit.level))
+
+
+@VARIANTS.register()
+class Random(Variant):
+    """a random mask with the ticket's per-tensor counts, from the rewind point"""
+
+    name = "random"
+
+    def mask(self, ctx: Context, unit: Unit) -> Mask:
+        return random_like(super().mask(ctx, unit), derive_seed(unit.seed, "random", unit.level))
+
+
+class _Mask1(Variant):
+    """Zhou et al.'s Mask-1 actions: what the kept weights start from."""
+
+    def start_state(self, ctx: Context, unit: Unit, mask: Mask, rewind: dict[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+        return apply_mask1(self.name, rewind, mask, derive_seed(unit.seed, self.name, unit.level))
+
+
+@VARIANTS.register()
+class Reshuffle(_Mask1):
+    """the ticket's kept initial values permuted within each tensor"""
+
+    name = "reshuffle"
+
+
+@VARIANTS.register()
+class SignedConstant(_Mask1):
+    """kept weights at +-std with their initial signs"""
+
+    name = "signed_constant"
+
+
+@VARIANTS.register()
+class RandomSignedConstant(_Mask1):
+    """kept weights at +-std with random signs"""
+
+    name = "random_signed_constant"
+
+
+class _Mask0(Variant):
+    """Zhou et al.'s Mask-0 actions: what the pruned weights are held at."""
+
+    def frozen(self, ctx: Context, unit: Unit, mask: Mask) -> dict[str, torch.Tensor] | None:
+        return frozen_values(self.name, rewind_state(ctx, unit), weights_when_pruned(ctx, unit),
+                             mask)
+
+
+@VARIANTS.register()
+class FreezeInit(_Mask0):
+    """pruned weights held at their rewind-point values"""
+
+    name = "freeze_init"
+
+
+@VARIANTS.register()
+class FreezeInitZeroMask(_Mask0):
+    """pruned weights that grew in training held at their rewind-point values, others 0"""
+
+    name = "freeze_init_zero_mask"
+
+
+def weights_when_pruned(ctx: Context, unit: Unit) -> dict[str, torch.Tensor]:
+    """Each weight's trained value at the end of the training in which it was pruned.
+
+    A mask-0 action decides a pruned weight's fate from its trained value (freeze_init_zero_mask:
+    did it move away from zero?). In an iterative run the previous level's ticket holds every
+    weight pruned before that level at exactly 0, so its weights cannot decide them: a weight
+    pruned at level j is judged by ticket j-1's final weights, once, as if each mask-0
+    variant ran as its own chain (Zhou et al.), where a weight held at init stays held.
+    Kept weights take the parent's final values. One-shot levels all prune the dense network.
+    """
+    previous = parent(ctx, unit)
+    weights = ctx.store.load_weights(previous, "final")  # decides the weights pruned just now
+    masks = [ctx.store.load_mask(Unit(unit.seed, j, "ticket")) for j in range(previous.level + 1)]
+    for j in range(1, previous.level + 1):  # pruned at level j: ticket j-1 trained them last
+        final = ctx.store.load_weights(Unit(unit.seed, j - 1, "ticket"), "final")
+        for k, m in masks[j].items():
+            weights[k] = torch.where(masks[j - 1][k] & ~m, final[k], weights[k])
+    return weights
+
+
+def control_names() -> list[str]:
+    return [n for n in VARIANTS.names() if n != "ticket"]
+
+
+def check_controls(controls: tuple[str, ...]) -> None:
+    for c in controls:
+        if c == "ticket" or c not in VARIANTS:
+            raise TicketlabError(f"unknown control '{c}': choose one of "
+                                 f"{', '.join(control_names())}")
+
+
+def prepare(ctx: Context, unit: Unit) -> Prepared:
+    """The unit's model at its starting weights, its mask, starting step and frozen values."""
+    if unit.level == 0:
+        model = ctx.new_model(derive_seed(unit.seed, "init"))
+        return model, Mask.dense(model), 0, None
+    return VARIANTS.get(unit.variant)().prepare(ctx, unit)
