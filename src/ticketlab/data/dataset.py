@@ -71,9 +71,13 @@ def load_dataset(
     device: str | torch.device = "cpu",
     validation_size: int | None = None,
     split_seed: int = 0,
+    image_size: int | None = None,
 ) -> Dataset:
-    """Loads `name`, holds out a seeded validation set and normalises with train statistics."""
-    info = get_dataset(name)
+    """Loads `name`, holds out a seeded validation set and normalises with train statistics.
+
+    `image_size`: the side image folders are decoded at (None: 64); fixed-size datasets
+    refuse it."""
+    info = get_dataset(name, image_size)
     raw = info.loader(data_dir, download)
     n = len(raw.y_train)
     n_val = _validation_size(info.name, n, info.validation_size, validation_size)
