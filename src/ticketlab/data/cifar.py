@@ -116,7 +116,8 @@ def _read_archive(path: Path, layout: CifarLayout) -> dict[str, bytes]:
                     assert f is not None  # a regular file
                     found[wanted[member.name]] = f.read()
     except FileNotFoundError:
-        raise TicketlabError(f"{path} not found: check the path or re-run with --download") from None
+        raise TicketlabError(f"{path} not found: check the path or re-run with "
+                             "--download") from None
     except (tarfile.TarError, EOFError, zlib.error) as e:
         reason = "it ends early" if isinstance(e, EOFError) else str(e) or type(e).__name__
         raise TicketlabError(

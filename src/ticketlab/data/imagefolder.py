@@ -156,8 +156,8 @@ def cache_paths(s: FolderScan, size: int, data_dir: str | Path | None) -> tuple[
     name = f".ticketlab-{size}px.safetensors"
     absolute = s.root.resolve()
     key = hashlib.sha256(str(absolute).encode()).hexdigest()[:16]
-    fallback = resolve_data_dir(data_dir) / "imagefolder" / f"{absolute.name}-{key}-{size}px.safetensors"
-    return s.root / name, fallback
+    fallback = resolve_data_dir(data_dir) / "imagefolder" / f"{absolute.name}-{key}-{size}px"
+    return s.root / name, fallback.with_name(fallback.name + ".safetensors")
 
 
 def load_image_folder(path: str | Path, size: int = DEFAULT_SIZE,
