@@ -39,6 +39,12 @@ class Dataset:
         return len(self.y_train)
 
     @property
+    def black_pixel(self) -> tuple[float, ...]:
+        """Per channel, the normalised value of the darkest raw pixel: what padding the raw
+        image with zeros before normalising gives (torchvision's and OpenLTH's crop)."""
+        return tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
+
+    @property
     def device(self) -> torch.device:
         return self.x_train.device
 
