@@ -15,15 +15,25 @@ def ds():
 
 
 def test_registry():
-    assert dataset_names() == ["digits", "fashion-mnist", "mnist"]
+    assert dataset_names() == ["cifar10", "cifar100", "digits", "fashion-mnist", "mnist"]
     assert get_dataset("fashion_mnist").name == "fashion-mnist"
     assert get_dataset("MNIST").name == "mnist"
+    assert get_dataset("CIFAR-10").name == "cifar10"
     with pytest.raises(TicketlabError) as info:
         get_dataset("x")
-    assert str(info.value) == "unknown dataset 'x': choose one of digits, fashion-mnist, mnist"
+    assert str(info.value) == ("unknown dataset 'x': choose one of cifar10, cifar100, digits, "
+                               "fashion-mnist, mnist, imagefolder:<path>")
     lines = describe_datasets()
-    assert len(lines) == 3 and all("\n" not in line for line in lines)
-    assert lines[2].startswith("mnist: 60,000 train / 10,000 test images, 1x28x28, 10 classes")
+    assert len(lines) == 6 and all("\n" not in line for line in lines)
+    assert lines[4].startswith("mnist: 60,000 train / 10,000 test images, 1x28x28, 10 classes")
+    assert lines[0].startswith("cifar10: 50,000 train / 10,000 test images, 3x32x32, 10 classes")
+    assert lines[5].startswith("imagefolder:<path>: class-per-folder")
+
+
+def test_fixed_size_datasets_refuse_an_image_size():
+    with pytest.raises(TicketlabError, match="dataset digits has fixed 1x8x8 images: leave out "
+                                             "--image-size"):
+        load_dataset("digits", image_size=32)
 
 
 def test_validation_size():

@@ -85,6 +85,19 @@ class DataHparams:
         None, "side in pixels image folders are resized to (default 64); fixed-size datasets "
         "refuse it", metavar="PIXELS")
 
+    def info(self) -> Any:
+        """The dataset's registered facts (`data.DatasetInfo`) at this image size."""
+        from ticketlab.data import get_dataset
+        return get_dataset(self.dataset, self.image_size)
+
+    def load(self, data_dir: Path | None = None, download: bool = False,
+             device: Any = "cpu") -> Any:
+        """The dataset (`data.Dataset`) these settings describe, on `device`."""
+        from ticketlab.data import load_dataset
+        return load_dataset(self.dataset, data_dir=data_dir, download=download, device=device,
+                            validation_size=self.validation_size, split_seed=self.split_seed,
+                            image_size=self.image_size)
+
 
 @dataclass
 class ModelHparams:
@@ -215,7 +228,11 @@ class ExperimentConfig:
 
     def run_name(self) -> str:
         c = self.canonical()
-        return f"{c.kind}_{c.model.model}_{c.data.dataset}_{self.run_hash()}"
+        dataset = c.data.dataset
+        if ":" in dataset:  # imagefolder:/some/path -> imagefolder-path (one directory name)
+            family, path = dataset.split(":", 1)
+            dataset = f"{family}-{Path(path).name or 'root'}"
+        return f"{c.kind}_{c.model.model}_{dataset}_{self.run_hash()}"
 
     def canonical(self) -> ExperimentConfig:
         """A copy with one spelling per setting, so equivalent spellings name one run:
@@ -231,7 +248,7 @@ class ExperimentConfig:
             canon = flat.meta["canonical"]
             values[key] = canon(value) if canon else value
         with contextlib.suppress(TicketlabError):  # unknown: validate() names the choices
-            values["dataset"] = get_dataset(values["dataset"]).name
+            values["dataset"] = _dataset_name(get_dataset(values["dataset"]).name)
         return _replace_flat(self, values)
 
     @classmethod
@@ -248,7 +265,6 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Checks that need no dataset; budgets in epochs are checked once it is loaded."""
-        from ticketlab.data import get_dataset
         from ticketlab.experiments.variants import check_controls
         from ticketlab.models import INITS, MODELS
         from ticketlab.pruning.criteria import CRITERIA, check_alpha
@@ -256,7 +272,7 @@ class ExperimentConfig:
         t, p = self.training, self.pruning
         MODELS.canonical(self.model.model)
         _choice("init", self.model.init, INITS)
-        get_dataset(self.data.dataset)
+        self.data.info()
         _choice("optimizer", t.optimizer, OPTIMIZERS)
         _choice("schedule", t.schedule, SCHEDULES)
         _choice("scope", p.scope, SCOPES)
@@ -317,10 +333,9 @@ class ExperimentConfig:
         have, is refused before anything trains."""
         import torch
 
-        from ticketlab.data import get_dataset
         from ticketlab.models import MODELS, prunable_groups
 
-        info = get_dataset(self.data.dataset)
+        info = self.data.info()
         name, shape = self.model.model, tuple(info.input_shape)
         try:
             with torch.no_grad():
@@ -383,6 +398,13 @@ def _smallest_fitting_side(name: str, shape: tuple[int, ...], num_classes: int) 
         except (RuntimeError, ValueError):
             continue
     return None
+
+
+def _dataset_name(name: str) -> str:
+    """The registered name; an image folder's path made absolute (one run per folder)."""
+    if name.startswith("imagefolder:"):
+        return "imagefolder:" + str(Path(name.split(":", 1)[1]).expanduser().resolve())
+    return name
 
 
 def _value(config: ExperimentConfig, flat: FlatField) -> Any:

@@ -39,6 +39,12 @@ class Dataset:
         return len(self.y_train)
 
     @property
+    def black_pixel(self) -> tuple[float, ...]:
+        """Per channel, the normalised value of the darkest raw pixel: what padding the raw
+        image with zeros before normalising gives (torchvision's and OpenLTH's crop)."""
+        return tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
+
+    @property
     def device(self) -> torch.device:
         return self.x_train.device
 
@@ -71,9 +77,13 @@ def load_dataset(
     device: str | torch.device = "cpu",
     validation_size: int | None = None,
     split_seed: int = 0,
+    image_size: int | None = None,
 ) -> Dataset:
-    """Loads `name`, holds out a seeded validation set and normalises with train statistics."""
-    info = get_dataset(name)
+    """Loads `name`, holds out a seeded validation set and normalises with train statistics.
+
+    `image_size`: the side image folders are decoded at (None: 64); fixed-size datasets
+    refuse it."""
+    info = get_dataset(name, image_size)
     raw = info.loader(data_dir, download)
     n = len(raw.y_train)
     n_val = _validation_size(info.name, n, info.validation_size, validation_size)

@@ -71,6 +71,19 @@ SOURCES: dict[str, FileSet] = {
         )),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     ),
+    # The binary distributions only (see data/cifar.py); md5s as published on
+    # https://www.cs.toronto.edu/~kriz/cifar.html
+    "cifar10": FileSet(
+        folder="cifar10",
+        files={"archive": SourceFile("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530")},
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    ),
+    "cifar100": FileSet(
+        folder="cifar100",
+        files={"archive": SourceFile("cifar-100-binary.tar.gz",
+                                     "03b5dce01913d631647c71ecec9e9cb8")},
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    ),
 }
 
 

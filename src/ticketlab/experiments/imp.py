@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name
-from ticketlab.data import SOURCES, load_dataset, resolve_data_dir
+from ticketlab.data import SOURCES, resolve_data_dir
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.context import Context, Prepared, Reporter
 from ticketlab.experiments.locks import UnitLock
@@ -87,10 +87,7 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
 def _run_imp(config: ExperimentConfig, runtime: Runtime, reporter: Reporter | None,
              threads: int) -> dict[str, Any]:
     device = resolve_device(runtime.device)
-    data = load_dataset(config.data.dataset, data_dir=runtime.data_dir,
-                        download=runtime.download, device=device,
-                        validation_size=config.data.validation_size,
-                        split_seed=config.data.split_seed)
+    data = config.data.load(runtime.data_dir, runtime.download, device)
     ipe = data.iterations_per_epoch(config.training.batch_size)
     rewind, end = config.budget(ipe)
     store = RunStore.create(runtime.out, config, runtime.command, threads=threads)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from ticketlab.config import ExperimentConfig, derive_seed
-from ticketlab.data import load_dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.imp import resolve_device
 from ticketlab.experiments.store import RunStore, Unit
@@ -75,9 +74,7 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
     dev = resolve_device(device)
     if data_dir is None:  # where `find` found the data (runs made since it is recorded)
         data_dir = store.data_dir()
-    data = load_dataset(config.data.dataset, data_dir=data_dir, device=dev,
-                        validation_size=config.data.validation_size,
-                        split_seed=config.data.split_seed)
+    data = config.data.load(data_dir, device=dev)
     model = build_model(config.model.model, data.input_shape, data.num_classes,
                         config.model.init, 0).to(dev)
     dense_unit = Unit(seed, 0, "ticket")
