@@ -33,6 +33,7 @@ class Dataset:
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]  # per channel, in units of the [0, 1]-scaled pixels
     std: tuple[float, ...]
+    augment: str = "none"  # what `--augment auto` means for this dataset (DatasetInfo.augment)
 
     @property
     def n_train(self) -> int:
@@ -119,6 +120,7 @@ def load_dataset(
         input_shape=(c, h, w),
         mean=tuple(float(m) for m in mean_scaled),
         std=tuple(float(s) for s in std_scaled),
+        augment=info.augment,
     )
 
 

@@ -39,6 +39,10 @@ class DatasetInfo:
     # Datasets decoded at a chosen size (image folders): image size -> the info at that size.
     # None: the images have one fixed size.
     resize: Callable[[int], DatasetInfo] | None = None
+    # What `--augment auto` means for it: "crop_flip" for natural images (CIFAR's standard
+    # augmentation, Frankle & Carbin and OpenLTH), "none" for digits, where a flip changes
+    # the class.
+    augment: str = "none"
 
     def describe(self) -> str:
         c, h, w = self.input_shape
@@ -104,10 +108,12 @@ register(DatasetInfo(
     n_train=50_000, n_test=10_000, input_shape=(3, 32, 32), num_classes=10,
     source="Krizhevsky 2009, binary version (files needed: --data-dir or --download)",
     validation_size=5_000,  # Frankle & Carbin hold out 5,000 training images for validation
+    augment="crop_flip",
     aliases=("cifar-10", "cifar_10"),
 ))
 register(DatasetInfo(
     name="cifar100",
+    augment="crop_flip",
     loader=partial(cifar.load_cifar, "cifar100"),
     n_train=50_000, n_test=10_000, input_shape=(3, 32, 32), num_classes=100,
     source="Krizhevsky 2009, binary version, fine labels (files needed: --data-dir or "
@@ -149,6 +155,7 @@ def image_folder_info(path: str, size: int = imagefolder.DEFAULT_SIZE) -> Datase
         num_classes=len(s.classes),
         source=f"class-per-folder images in {s.root}, {split}, decoded at {size}x{size}",
         resize=partial(image_folder_info, path),
+        augment="crop_flip",
     )
 
 

@@ -36,6 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from ticketlab.config import TrainingHparams, derive_seed
+from ticketlab.data.augment import augment
 from ticketlab.data.dataset import Dataset
 from ticketlab.errors import DamagedFile, TicketlabError
 from ticketlab.io import atomic_write_bytes
@@ -44,7 +45,13 @@ from ticketlab.pruning.freeze import FrozenEnforcer
 from ticketlab.pruning.mask import Mask
 from ticketlab.training import interrupt
 from ticketlab.training.evaluate import evaluate
-from ticketlab.training.optimizers import build_optimizer, lr_schedule
+from ticketlab.training.hooks import Hook, LoopState, ReportProgress, Snapshot
+from ticketlab.training.optimizers import (
+    build_optimizer,
+    lr_schedule,
+    no_decay_names,
+    param_groups,
+)
 
 SPLITS = ("val", "test")  # evaluated in full at every evaluation
 TRAIN_SPLIT = "train"  # the fixed training subset, at new validation minima and at the end
@@ -199,20 +206,24 @@ def _describe(owner: object) -> str:
 
 
 Progress = Callable[[int, float | None], None]  # (step, latest validation accuracy)
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, labels) -> mean loss
 
 
 class Solo:
     """One model trained as itself: the reference trajectory."""
 
     def __init__(self, model: nn.Module, mask: Mask | None, seed: int,
-                 frozen: dict[str, Tensor] | None = None):
-        self.model, self.seeds = model, [seed]
+                 frozen: dict[str, Tensor] | None = None, loss_fn: LossFn = F.cross_entropy):
+        self.model, self.seeds, self.loss_fn = model, [seed], loss_fn
         self.enforcer = None if mask is None else (
             FrozenEnforcer(model, mask, frozen) if frozen else MaskEnforcer(model, mask))
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.named_params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+        self.params = list(self.named_params.values())
+        self.no_decay = no_decay_names(model)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(self.model(x[0]), y[0])
+        """The batch's mean loss (the trainee owns its loss: `loss_fn`)."""
+        return self.loss_fn(self.model(x[0]), y[0])
 
     def evaluate(self, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
         return [evaluate(self.model, x, y)]
@@ -250,7 +261,9 @@ class Stack:
         self.models, self.seeds = models, seeds
         self.base = copy.deepcopy(models[0]).to("meta")
         self.stacked, self.buffers = stack_module_state(models)
+        self.named_params = dict(self.stacked)
         self.params = list(self.stacked.values())
+        self.no_decay = no_decay_names(models[0])
         fmodel = lambda p, b, x: functional_call(self.base, (p, b), (x,))
         self.forward = vmap(fmodel, in_dims=(0, 0, 0))
         self.forward_shared = vmap(fmodel, in_dims=(0, 0, None))
@@ -274,6 +287,7 @@ class Stack:
         return (self.forward_shared if shared else self.forward)(self.stacked, self.buffers, x)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """The sum of each replicate's mean cross-entropy: each gets its own gradient."""
         logits = self._forward(x)
         n, b = y.shape
         return F.cross_entropy(logits.reshape(n * b, -1), y.reshape(-1), reduction="sum") / b
@@ -359,6 +373,7 @@ def train(
     on_snapshot: Callable[[dict[str, Tensor]], None] | None = None,
     checkpoint: Checkpoint | None = None,
     progress: Progress | None = None,
+    hooks: list[Hook] | None = None,
 ) -> list[Eval]:
     """Trains `model` in place from step `start` to `end`; returns the evaluations.
 
@@ -366,12 +381,16 @@ def train(
     fresh. Evaluations on the validation and test sets happen at `start`, at every multiple
     of `eval_every` and at `end`. `on_snapshot` receives the state dict at step `snapshot_at`
     (the rewind point, during level 0). `frozen` (a mask-0 action's values, see
-    `pruning.actions`) holds the pruned weights at those values instead of zero.
+    `pruning.actions`) holds the pruned weights at those values instead of zero. Anything
+    else happens in `hooks` (`training.hooks`).
     """
-    snap = (lambda i, state: on_snapshot(state)) if on_snapshot else None
+    hooks = list(hooks or [])
+    if on_snapshot and snapshot_at is not None:
+        hooks.append(Snapshot(snapshot_at, lambda i, state: on_snapshot(state)))
+    if progress:
+        hooks.append(ReportProgress(progress, end))
     return _loop(Solo(model, mask, seed, frozen), data, hp, start=start, end=end,
-                 eval_every=eval_every, snapshot_at=snapshot_at, on_snapshot=snap,
-                 checkpoint=checkpoint, progress=progress)[0]
+                 eval_every=eval_every, checkpoint=checkpoint, hooks=hooks)[0]
 
 
 def train_replicates(
@@ -389,6 +408,7 @@ def train_replicates(
     on_snapshot: Callable[[int, dict[str, Tensor]], None] | None = None,
     checkpoint: Checkpoint | None = None,
     progress: Progress | None = None,
+    hooks: list[Hook] | None = None,
 ) -> list[list[Eval]]:
     """`train` for several models at once (same architecture, budget and start step).
 
@@ -398,9 +418,13 @@ def train_replicates(
     """
     masks = masks or [None] * len(models)
     stack = Stack(models, masks, list(seeds), frozen)
+    hooks = list(hooks or [])
+    if on_snapshot and snapshot_at is not None:
+        hooks.append(Snapshot(snapshot_at, on_snapshot))
+    if progress:
+        hooks.append(ReportProgress(progress, end))
     metrics = _loop(stack, data, hp, start=start, end=end, eval_every=eval_every,
-                    snapshot_at=snapshot_at, on_snapshot=on_snapshot, checkpoint=checkpoint,
-                    progress=progress)
+                    checkpoint=checkpoint, hooks=hooks)
     stack.write_back()
     return metrics
 
@@ -413,14 +437,12 @@ def _loop(
     start: int,
     end: int,
     eval_every: int,
-    snapshot_at: int | None,
-    on_snapshot: Callable[[int, dict[str, Tensor]], None] | None,
     checkpoint: Checkpoint | None,
-    progress: Progress | None,
+    hooks: list[Hook],
 ) -> list[list[Eval]]:
     ipe = data.iterations_per_epoch(hp.batch_size)
     lr_at = lr_schedule(hp, ipe)
-    optimizer = build_optimizer(trainee.params, hp)
+    optimizer = build_optimizer(param_groups(trainee.named_params, trainee.no_decay, hp), hp)
     seeds = trainee.seeds
     metrics: list[list[Eval]] = [[] for _ in seeds]
     step = start
@@ -436,32 +458,39 @@ def _loop(
         metrics = [[Eval(**e) for e in m] for m in saved]
         step = state["step"]
     tracker = _Tracker(metrics)  # from the metrics alone: a resume continues it exactly
-    if state is None:
+    moment = LoopState(step, trainee, optimizer, metrics, tracker.diverged)
+    if state is not None:
+        for hook in hooks:
+            hook.at_resume(moment, state.get("hooks", {}))
+    else:
         torch.manual_seed(derive_seed(seeds[0], "train", start))  # dropout, if a model has it
         trainee.zero_weights()
         _evaluate(trainee, data, step, tracker, final=step == end)
+        for hook in hooks:
+            hook.at_evaluation(moment)
 
     def save_checkpoint() -> None:
         if checkpoint:
+            saved: dict = {}
+            for hook in hooks:
+                hook.at_checkpoint(moment, saved)
             checkpoint.save({
                 "step": step, **trainee.save(), "optimizer": optimizer.state_dict(),
                 "rng": torch.get_rng_state(), "seeds": seeds,
                 "metrics": [[asdict(e) for e in m] for m in metrics],
+                **({"hooks": saved} if saved else {}),
             })
-
-    def latest_val() -> float | None:
-        last = [next((e.accuracy for e in reversed(m) if e.split == "val"), None)
-                for m, dead in zip(metrics, tracker.diverged) if not dead]
-        return None if not last or None in last else sum(last) / len(last)
 
     params = trainee.params
     B = hp.batch_size
+    mode = data.augment if hp.augment == "auto" else hp.augment
+    padding = 4 if mode == "crop_flip" else 0
     orders: dict[int, Tensor] = {}
     epoch, lr = -1, None
     while step < end and not all(tracker.diverged):
-        if step == snapshot_at and on_snapshot:
-            for i in range(len(seeds)):
-                on_snapshot(i, trainee.state_dict(i))
+        moment.step = step
+        for hook in hooks:
+            hook.before_step(moment)
         if step // ipe != epoch:
             epoch = step // ipe
             orders = {s: data.epoch_order(s, epoch) for s in set(seeds)}
@@ -470,6 +499,8 @@ def _loop(
             orders[seeds[0]][i:i + B]  # one model: no copy in the training step
         x = data.x_train.index_select(0, idx).view(len(seeds), B, *data.x_train.shape[1:])
         y = data.y_train.index_select(0, idx).view(len(seeds), B)
+        if mode != "none":  # seeded by (seed, step): rewinds, resumes and replicates agree
+            x = augment(x, seeds, step, padding, fill=data.black_pixel)
         if (new_lr := lr_at(step)) != lr:
             lr = new_lr
             for group in optimizer.param_groups:
@@ -483,15 +514,18 @@ def _loop(
         optimizer.step()
         trainee.zero_weights()
         step += 1
+        moment.step = step
+        for hook in hooks:
+            hook.after_step(moment)
 
         if step % eval_every == 0 or step == end:
             _evaluate(trainee, data, step, tracker, final=step == end)
+            for hook in hooks:
+                hook.at_evaluation(moment)
             if all(tracker.diverged):
                 break  # every replicate diverged: nothing left to learn
             if checkpoint and step < end and checkpoint.due():
                 save_checkpoint()
-        if progress and (step % 50 == 0 or step == end):
-            progress(step, latest_val())
         if interrupt.requested():
             save_checkpoint()
             raise interrupt.Interrupted(step)

@@ -6,15 +6,44 @@ checkpoint) continues it exactly where it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
 from ticketlab.config import Step, TrainingHparams
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], hp: TrainingHparams
-                    ) -> torch.optim.Optimizer:
+def param_groups(named: Mapping[str, torch.Tensor], no_decay: set[str], hp: TrainingHparams
+                 ) -> list[dict[str, Any]]:
+    """Named parameter groups: "decay" and, when `norm_bias_weight_decay` is set, "no_decay"
+    (normalisation weights and biases, `no_decay`) with that weight decay instead."""
+    if hp.norm_bias_weight_decay is None:
+        return [{"name": "decay", "params": list(named.values())}]
+    groups = [
+        {"name": "decay", "params": [p for k, p in named.items() if k not in no_decay]},
+        {"name": "no_decay", "params": [p for k, p in named.items() if k in no_decay],
+         "weight_decay": hp.norm_bias_weight_decay},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def no_decay_names(model: torch.nn.Module) -> set[str]:
+    """Parameters of normalisation layers, and every bias: what OpenLTH-style presets may
+    exempt from weight decay."""
+    names = set()
+    for prefix, module in model.named_modules():
+        norm = isinstance(module, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm |
+                          torch.nn.GroupNorm)
+        for name, _ in module.named_parameters(recurse=False):
+            if norm or name == "bias":
+                names.add(f"{prefix}.{name}" if prefix else name)
+    return names
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter] | list[dict[str, Any]],
+                    hp: TrainingHparams) -> torch.optim.Optimizer:
+    """The configured optimizer over `params` (tensors, or parameter groups)."""
     params = list(params)
     if hp.optimizer == "adam":
         kwargs = dict(lr=hp.lr, weight_decay=hp.weight_decay)
