@@ -134,7 +134,7 @@ def eager_rate(model: nn.Module, data: Dataset, optimizer: torch.optim.Optimizer
                steps: int, device: torch.device, forward: Callable[[Tensor], Tensor] | None
                = None) -> float:
     """Steps/s of the textbook loop over the synthetic training batches."""
-    forward = forward or model
+    forward = model if forward is None else forward
     batch = len(data.y_val)
     batches = data.n_train // batch
     model.train()

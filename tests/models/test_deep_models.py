@@ -13,6 +13,7 @@ from tests.test_cli import cli
 from ticketlab import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import MODELS, build_model, init_weights, prunable_groups
+from ticketlab.models.resnet import cifar_stages
 from ticketlab.pruning import Mask, prune_magnitude
 
 CIFAR = (3, 32, 32)
@@ -128,7 +129,10 @@ def test_registry_names_and_bad_depths(capsys):
     with pytest.raises(TicketlabError, match="depth 2 is not 6n"):
         MODELS.canonical("cifar_resnet_2_16")
     with pytest.raises(TicketlabError, match="width 0 must be >= 1"):
-        MODELS.canonical("cifar_resnet_20_0")
+        cifar_stages(20, 0)
+    for spelt_twice in ("cifar_resnet_020", "cifar_resnet_20_0", "cifar_vgg_016"):
+        with pytest.raises(TicketlabError, match="unknown model"):  # no leading zeros
+            MODELS.canonical(spelt_twice)
     with pytest.raises(TicketlabError, match="cifar_vgg depth 12 does not exist: use 11, 13, "
                                              "16, 19"):
         MODELS.get("cifar_vgg_12")

@@ -29,9 +29,9 @@ MODELS.add("conv6", conv.conv6,
            "conv 64,64,pool,128,128,pool,256,256,pool; fc 256,256 (Conv-6)")
 
 MODELS.add("resnet18", partial(resnet.resnet18, imagenet_stem=False),
-           "ResNet-18, 3x3 stem (CIFAR; the assignment's and fasterai's): 11.2M parameters")
+           "ResNet-18, 3x3 stem (CIFAR; the assignment's, fasterai's)")
 MODELS.add("resnet18_imagenet", partial(resnet.resnet18, imagenet_stem=True),
-           "ResNet-18, 7x7 stride-2 stem + max-pool, for larger images (Imagenette)")
+           "ResNet-18, ImageNet stem (7x7/2 conv, max-pool): Imagenette")
 
 
 def _cifar_resnet(match: re.Match[str]) -> Builder:
@@ -47,12 +47,12 @@ def _cifar_vgg(match: re.Match[str]) -> Builder:
 
 
 MODELS.add_family("cifar_resnet_<depth>[_<width>]",
-                  r"cifar_resnet_(?P<depth>\d+)(?:_(?P<width>\d+))?", _cifar_resnet,
-                  "OpenLTH's CIFAR ResNet with BN: depth 6n+2, width W, 2W, 4W (default 16)",
-                  ("cifar_resnet_20", "cifar_resnet_56", "cifar_resnet_20_64"))
-MODELS.add_family("cifar_vgg_<depth>", r"cifar_vgg_(?P<depth>\d+)", _cifar_vgg,
-                  "OpenLTH's CIFAR VGG with BN, one fc layer: depth 11, 13, 16 or 19",
-                  ("cifar_vgg_11", "cifar_vgg_16", "cifar_vgg_19"))
+                  r"cifar_resnet_(?P<depth>[1-9]\d*)(?:_(?P<width>[1-9]\d*))?", _cifar_resnet,
+                  "OpenLTH's CIFAR ResNet, BN; depth 6n+2, widths W,2W,4W (W 16)",
+                  ("cifar_resnet_20", "cifar_resnet_56_32"))
+MODELS.add_family("cifar_vgg_<depth>", r"cifar_vgg_(?P<depth>[1-9]\d*)", _cifar_vgg,
+                  "OpenLTH's CIFAR VGG, BN, one fc; depth 11, 13, 16 or 19",
+                  ("cifar_vgg_16", "cifar_vgg_19"))
 
 
 def model_names() -> list[str]:
