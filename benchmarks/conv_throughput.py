@@ -23,12 +23,14 @@ the validation (5,000) and test (10,000) sets and at most the 10,000-image train
 at the measured inference rate of `ticketlab.training.evaluate`.
 
 Each measurement is the best of `--repeats` interleaved rounds. A ResNet-20 step takes about
-a second on a 2-core CPU, so the default is short and rough; use more steps for a report.
+half a second on one core, so the default is short and rough; use more steps for a report.
+On a shared machine use `--threads 1` (see benchmarks/threads.py): with 2 threads beside
+other work, OpenMP stalls made every variant 2-5x slower and their ranking random.
 
 Run:
-    python benchmarks/conv_throughput.py               # about a minute on a 2-core CPU
+    python benchmarks/conv_throughput.py --threads 1   # about a minute on a 2-core CPU
     python benchmarks/conv_throughput.py --quick       # smoke test (batch 16, 1 step)
-    python benchmarks/conv_throughput.py --steps 10 --repeats 3 --compile
+    python benchmarks/conv_throughput.py --threads 1 --steps 6 --repeats 2 --compile
 Options: --steps N (3), --repeats R (1), --batch B (128), --threads T, --device D (cpu),
 --compile (adds torch.compile; minutes of compilation on a CPU).
 """
