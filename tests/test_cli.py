@@ -160,7 +160,8 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "ticketlab: error: unknown model 'resnet9000': choose one of lenet_300_100, mlp_128_64,"
-        " conv_lenet, conv2, conv4, conv6"]
+        " conv_lenet, conv2, conv4, conv6, resnet18, resnet18_imagenet,"
+        " cifar_resnet_<depth>[_<width>], cifar_vgg_<depth>"]
 
 
 def test_unreadable_config_file(tmp_path, capsys):

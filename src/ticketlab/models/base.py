@@ -53,7 +53,8 @@ def init_weights(model: nn.Module, scheme: str = "glorot_normal", seed: int = 0)
     """Re-initialises `model` in place from `seed` alone (the global RNG is left untouched).
 
     Weights of Linear/Conv layers follow `scheme` (the paper uses Glorot normal); their
-    biases start at zero; normalisation layers at weight 1, bias 0.
+    biases start at zero; normalisation layers at weight 1, bias 0 and fresh running
+    statistics (also in a model that has trained).
     """
     if scheme not in INITS:
         raise TicketlabError(f"unknown init '{scheme}': choose one of {', '.join(INITS)}")
@@ -82,7 +83,9 @@ def init_weights(model: nn.Module, scheme: str = "glorot_normal", seed: int = 0)
                 module.weight.copy_(w)
                 if module.bias is not None:
                     module.bias.zero_()
-            elif isinstance(module, nn.modules.batchnorm._NormBase) and module.affine:
-                module.weight.fill_(1.0)
-                module.bias.zero_()
+            elif isinstance(module, nn.modules.batchnorm._NormBase):
+                module.reset_running_stats()  # mean 0, variance 1, count 0, as when built
+                if module.affine:
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
     return model
