@@ -256,6 +256,7 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
         f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
         f"device {device}, {threads} thread{'s' if threads != 1 else ''}",
+        f"units train {store.config().get('units_trained', 'one by one')}",
         f"run directory {store.root}",
     ])
 
@@ -543,8 +544,10 @@ def cmd_supermask(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ticketlab.models import MODELS
-    for name, text in MODELS.listing():
-        out.print(f"{name:16s} {text}", highlight=False)
+    rows = MODELS.listing()
+    width = max(len(name) for name, _ in rows)
+    for name, text in rows:
+        out.print(f"{name:{width}s}  {text}", highlight=False, soft_wrap=True)
     return 0
 
 

@@ -331,16 +331,12 @@ class ExperimentConfig:
         """Builds the model on the dataset's input shape (no data loaded) and runs one dummy
         forward, so a model that does not fit the images, or a pruning group it does not
         have, is refused before anything trains."""
-        import torch
-
-        from ticketlab.models import MODELS, prunable_groups
+        from ticketlab.models import prunable_groups
 
         info = self.data.info()
         name, shape = self.model.model, tuple(info.input_shape)
         try:
-            with torch.no_grad():
-                model = MODELS.get(name)(shape, info.num_classes)
-                model(torch.zeros(1, *shape))
+            model = _dummy_forward(name, shape, info.num_classes)
         except (RuntimeError, ValueError):
             need = _smallest_fitting_side(name, shape, info.num_classes)
             size = "x".join(map(str, shape))
@@ -385,19 +381,27 @@ def _number(what: str, value: float, rule: str, ok: bool, example: str) -> None:
 
 def _smallest_fitting_side(name: str, shape: tuple[int, ...], num_classes: int) -> int | None:
     """The smallest square image side the model accepts (None: none up to 256)."""
-    import torch
-
-    from ticketlab.models import MODELS
-
     for side in range(max(shape[1:]) + 1, 257):
         try:
-            with torch.no_grad():
-                MODELS.get(name)((shape[0], side, side), num_classes)(
-                    torch.zeros(1, shape[0], side, side))
+            _dummy_forward(name, (shape[0], side, side), num_classes)
             return side
         except (RuntimeError, ValueError):
             continue
     return None
+
+
+def _dummy_forward(name: str, shape: tuple[int, ...], num_classes: int) -> Any:
+    """The model built on the meta device (no memory, no arithmetic: a 20M-parameter VGG
+    costs nothing) and run on one dummy image in eval mode (batch norm in training mode
+    refuses a 1x1 map of one image); raises what a misfit raises."""
+    import torch
+
+    from ticketlab.models import MODELS
+
+    with torch.device("meta"), torch.no_grad():
+        model = MODELS.get(name)(shape, num_classes).eval()
+        model(torch.zeros(1, *shape))
+    return model
 
 
 def _dataset_name(name: str) -> str:

@@ -46,6 +46,7 @@ class Context:
     eval_every: int
     reporter: Reporter | None
     siblings: list[RunStore]  # runs with the same dense training, to borrow level 0 from
+    together: bool = False  # a level's units train in one vectorised pass (plan_training)
 
     def new_model(self, seed: int) -> torch.nn.Module:
         """A freshly initialised model from `seed`, on the run's device."""

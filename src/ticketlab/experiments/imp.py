@@ -47,7 +47,8 @@ from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.experiments.variants import prepare
 from ticketlab.pruning import Mask
 from ticketlab.threads import using_threads
-from ticketlab.training import EarlyStop, interrupt, train, train_replicates, vectorizable
+from ticketlab.training import EarlyStop, interrupt, train, train_replicates
+from ticketlab.training.loop import vectorize_refusal
 
 WAIT_POLL = 0.5  # seconds between looks at a unit another process is training
 
@@ -96,8 +97,10 @@ def _run_imp(config: ExperimentConfig, runtime: Runtime, reporter: Reporter | No
     eval_every = Step.parse(config.training.eval_every).iterations(ipe)
     ctx = Context(config, runtime, store, data, device, rewind, end, eval_every, reporter,
                   store.siblings(config.dense_science()))
+    ctx.together, how = plan_training(ctx)
+    store.record("units_trained", how)
     if reporter:
-        reporter.start_run(config, ctx.store, device)
+        reporter.start_run(config, ctx.store, device)  # the display says `how` (config.json)
     if runtime.recompute:
         recompute_damaged(ctx, reporter)
     with store.session():  # cleans up after killed processes when it is alone on the run
@@ -151,15 +154,25 @@ def run_units(ctx: Context, units: list[Unit]) -> None:
     pending = [u for u in units if not _reused(ctx, u, adopt=False)]
     if not pending:
         return
-    vectorize = ctx.runtime.vectorize
-    if vectorize is None:
-        vectorize = ctx.device.type == "cuda"
-    model = ctx.new_model(0) if vectorize else None
-    if model is not None and vectorizable(model) and (
-            len(pending) > 1 or ctx.store.groups(pending[0].level)):
+    if ctx.together and (len(pending) > 1 or ctx.store.groups(pending[0].level)):
         _run_together(ctx, pending)
     else:
         _run_one_by_one(ctx, pending)
+
+
+def plan_training(ctx: Context) -> tuple[bool, str]:
+    """Whether a level's units train together (vectorised), and what config.json and the
+    progress display say about it: "together (vectorised)" or "one by one: <why>"."""
+    vectorize = ctx.runtime.vectorize
+    if vectorize is False:
+        return False, "one by one: --no-vectorize"
+    if vectorize is None and ctx.device.type != "cuda":
+        return False, ("one by one: on a CPU one model keeps the cores busy (the default; "
+                       "--vectorize trains a level's units together)")
+    why = vectorize_refusal(ctx.new_model(0))
+    if why:
+        return False, f"one by one: {why}"
+    return True, "together (vectorised)"
 
 
 def _reused(ctx: Context, unit: Unit, adopt: bool = True) -> bool:

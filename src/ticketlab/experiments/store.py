@@ -342,6 +342,13 @@ class RunStore:
         if config.get("data_dir") != value:
             write_json(self.root / "config.json", {**config, "data_dir": value})
 
+    def record(self, key: str, value: Any) -> None:
+        """Notes `key` in config.json, outside the hash (how the run was computed, not what
+        it computes); writes only on a change."""
+        config = self.config()
+        if config.get(key) != value:
+            write_json(self.root / "config.json", {**config, key: value})
+
     def data_dir(self) -> Path | None:
         """The dataset folder `find` used (None for runs made before it was recorded, or if
         that folder is gone)."""

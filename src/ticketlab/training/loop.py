@@ -215,6 +215,7 @@ class Solo:
     def __init__(self, model: nn.Module, mask: Mask | None, seed: int,
                  frozen: dict[str, Tensor] | None = None, loss_fn: LossFn = F.cross_entropy):
         self.model, self.seeds, self.loss_fn = model, [seed], loss_fn
+        model.train()  # batch norm and dropout in training mode, however the model came
         self.enforcer = None if mask is None else (
             FrozenEnforcer(model, mask, frozen) if frozen else MaskEnforcer(model, mask))
         self.named_params = {k: p for k, p in model.named_parameters() if p.requires_grad}
@@ -340,22 +341,26 @@ class Stack:
             model.load_state_dict(self.state_dict(i))
 
 
-def check_vectorizable(model: nn.Module) -> None:
-    """vmap cannot share running statistics or dropout draws the way a lone model does."""
+def vectorize_refusal(model: nn.Module) -> str | None:
+    """Why `model` cannot be trained vectorised (None: it can): vmap over stacked weights
+    cannot keep per-replicate running statistics or dropout draws the way a lone model does."""
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._NormBase | nn.modules.dropout._DropoutNd):
-            raise TicketlabError(
-                f"{type(module).__name__} ({name}) cannot be trained vectorised: use "
-                "--no-vectorize to train replicates one after another"
-            )
+            what = ("keeps running statistics" if isinstance(module, nn.modules.batchnorm._NormBase)
+                    else "draws its own random numbers")
+            return (f"{type(module).__name__} ({name}) {what}, which replicates trained in one "
+                    "vectorised pass would share")
+    return None
+
+
+def check_vectorizable(model: nn.Module) -> None:
+    why = vectorize_refusal(model)
+    if why:
+        raise TicketlabError(f"{why}: use --no-vectorize to train replicates one after another")
 
 
 def vectorizable(model: nn.Module) -> bool:
-    try:
-        check_vectorizable(model)
-    except TicketlabError:
-        return False
-    return True
+    return vectorize_refusal(model) is None
 
 
 def train(
