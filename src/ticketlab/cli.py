@@ -256,9 +256,17 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
         f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
         f"device {device}, {threads} thread{'s' if threads != 1 else ''}",
-        f"units train {store.config().get('units_trained', 'one by one')}",
+        *([f"units train {how}"] if (how := _units_trained(store)) else []),
         f"run directory {store.root}",
     ])
+
+
+def _units_trained(store: RunStore) -> str | None:
+    """What config.json says about how a level's units train (together, or one by one)."""
+    try:
+        return store.config().get("units_trained")
+    except TicketlabError:
+        return None
 
 
 def estimate_eta(remaining: float, done: float, seconds: float) -> float | None:
