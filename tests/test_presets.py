@@ -1,5 +1,6 @@
 import pytest
 
+from tests.data.test_data_imagefolder import make_tree
 from tests.test_cli import cli
 from ticketlab.cli import build_parser, resolve
 from ticketlab.config import PAPER_RATES, field_index
@@ -8,11 +9,18 @@ from ticketlab.presets import PRESETS, preset_config
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_every_preset_is_a_valid_configuration(name):
+def test_every_preset_is_a_valid_configuration(name, tmp_path, monkeypatch):
+    folder = PRESETS[name].settings.get("dataset", "").removeprefix("imagefolder:")
+    if folder != PRESETS[name].settings.get("dataset", ""):  # a relative path: make it here
+        make_tree(tmp_path / folder)
+        monkeypatch.chdir(tmp_path)
     config, _ = resolve(build_parser().parse_args(["find", "--preset", name]))
     assert config == preset_config(name)
     index = field_index()
     for key, value in PRESETS[name].settings.items():  # every setting of the preset is applied
+        if key == "dataset" and folder != value:
+            assert config.data.dataset == f"imagefolder:{tmp_path / folder}"  # made absolute
+            continue
         section = index[key]
         got = getattr(config if section is None else getattr(config, section), key)
         expected = {**PAPER_RATES, **value} if key == "rates" else value
