@@ -7,7 +7,9 @@ classes, `cifar_resnet_20`, SGD lr 0.1, momentum 0.9, weight decay 1e-4 as OpenL
 1. ticketlab: the real engine, `ticketlab.training.train`, on a synthetic `Dataset`. `train`
    evaluates at its start and end, so its rate is taken from two runs, k and k + n steps
    long: n / (T(k + n) - T(k)) leaves the evaluations out. Also with the model (and then
-   also the images) in channels-last memory format, which the engine could adopt.
+   also the images) in channels-last memory format, which the engine now uses for every
+   model with 2-D convolutions (`models.base.to_fast_layout`): "ticketlab train()" is the
+   default layout, "+ channels-last model" is what `ticketlab find` runs.
 2. PyTorch's default eager loop: `optimizer.zero_grad(); loss.backward(); optimizer.step()`
    with `torch.optim.SGD` at its default implementation; then the same loop with the
    project's optimizer (`build_optimizer`: fused SGD), with channels-last, and (with
@@ -18,7 +20,8 @@ classes, `cifar_resnet_20`, SGD lr 0.1, momentum 0.9, weight decay 1e-4 as OpenL
    run.
 
 It prints steps/s, the ratios (`N.Nx`) and the projected wall time of one `resnet20_cifar10`
-level: 160 epochs of 50,000 images at batch 128 (62,500 steps) plus, per epoch, evaluating
+level: 160 epochs of 45,000 images (5,000 held out) at batch 128 (56,160 steps) plus, per
+epoch, evaluating
 the validation (5,000) and test (10,000) sets and at most the 10,000-image training subset,
 at the measured inference rate of `ticketlab.training.evaluate`.
 
@@ -55,7 +58,7 @@ from ticketlab.training.optimizers import build_optimizer
 
 MODEL, SHAPE, CLASSES = "cifar_resnet_20", (3, 32, 32), 10
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
-LEVEL_STEPS = 160 * (50_000 // 128)  # 62,500: one resnet20_cifar10 level
+LEVEL_STEPS = 160 * (45_000 // 128)  # 56,160: one resnet20_cifar10 level (5,000 held out)
 EPOCHS, EVAL_IMAGES, TRAIN_SUBSET = 160, 5_000 + 10_000, 10_000
 CHANNELS_LAST = torch.channels_last
 

@@ -11,6 +11,7 @@ from ticketlab.config import ExperimentConfig, Runtime
 from ticketlab.data import Dataset
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
+from ticketlab.models.base import to_fast_layout
 from ticketlab.pruning import Mask
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ class Context:
     together: bool = False  # a level's units train in one vectorised pass (plan_training)
 
     def new_model(self, seed: int) -> torch.nn.Module:
-        """A freshly initialised model from `seed`, on the run's device."""
+        """A freshly initialised model from `seed`, on the run's device, in the memory
+        layout its layers run fastest in (`models.base.to_fast_layout`)."""
         c = self.config
-        return build_model(c.model.model, self.data.input_shape, self.data.num_classes,
-                           c.model.init, seed).to(self.device)
+        return to_fast_layout(build_model(c.model.model, self.data.input_shape,
+                                          self.data.num_classes, c.model.init, seed
+                                          ).to(self.device))

@@ -89,3 +89,13 @@ def init_weights(model: nn.Module, scheme: str = "glorot_normal", seed: int = 0)
                     module.weight.fill_(1.0)
                     module.bias.zero_()
     return model
+
+
+def to_fast_layout(model: nn.Module) -> nn.Module:
+    """`model` with 2-D convolutions in channels-last memory format, which oneDNN (CPU) and
+    cuDNN run faster (ResNet-20 at batch 128 on one CPU core: 1.2-1.3x per training step,
+    benchmarks/conv_throughput.py). Values and state dicts are unchanged; convolutions
+    round differently from the default layout, so a run keeps one layout throughout."""
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return model
