@@ -21,9 +21,8 @@ classes, `cifar_resnet_20`, SGD lr 0.1, momentum 0.9, weight decay 1e-4 as OpenL
 
 It prints steps/s, the ratios (`N.Nx`) and the projected wall time of one `resnet20_cifar10`
 level: 160 epochs of 45,000 images (5,000 held out) at batch 128 (56,160 steps) plus, per
-epoch, evaluating
-the validation (5,000) and test (10,000) sets and at most the 10,000-image training subset,
-at the measured inference rate of `ticketlab.training.evaluate`.
+epoch, evaluating the validation (5,000) and test (10,000) sets and at most the
+10,000-image training subset, at the measured inference rate of `evaluate`.
 
 Each measurement is the best of `--repeats` interleaved rounds. A ResNet-20 step takes about
 half a second on one core, so the default is short and rough; use more steps for a report.
