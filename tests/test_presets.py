@@ -3,7 +3,7 @@ import pytest
 from tests.data.test_data_imagefolder import make_tree
 from tests.test_cli import cli
 from ticketlab.cli import build_parser, resolve
-from ticketlab.config import PAPER_RATES, field_index
+from ticketlab.config import PAPER_RATES, Step, field_index
 from ticketlab.errors import TicketlabError
 from ticketlab.presets import PRESETS, preset_config
 
@@ -108,3 +108,69 @@ def test_readme_lists_every_preset_from_the_registry():
         "of `python -m ticketlab.presets` between its markers"
     listed = [line.split("`")[1] for line in block.splitlines() if line.startswith("- `")]
     assert listed == list(PRESETS) and "lf_conv_mnist" in listed
+
+
+CIFAR10_TRAIN = 50_000 - 5_000  # Frankle & Carbin hold out 5,000 images for validation
+
+
+def _cifar_checks(c, model: str, batch: int) -> None:
+    t, p = c.training, c.pruning
+    assert (c.model.model, c.data.dataset, c.model.init) == (model, "cifar10", "kaiming_normal")
+    assert (t.optimizer, t.momentum, t.weight_decay, t.batch_size) == ("sgd", 0.9, 1e-4, batch)
+    assert (t.schedule, t.gamma, t.nesterov) == ("step", 0.1, False)
+    assert (p.scope, p.rates_arg(), c.rewind) == ("global", 0.2, "0it")
+    assert c.data.info().n_train - c.data.info().validation_size == CIFAR10_TRAIN
+    # CIFAR's standard augmentation: --augment auto means crop_flip on CIFAR-10
+    assert t.augment == "auto" and c.data.info().augment == "crop_flip"
+    assert t.norm_bias_weight_decay is None  # the papers decay every parameter alike
+
+
+@pytest.mark.parametrize("name, model", [("resnet20_cifar10", "cifar_resnet_20"),
+                                         ("vgg16_cifar10", "cifar_vgg_16")])
+def test_openlth_presets(name, model):
+    c = preset_config(name)
+    t = c.training
+    _cifar_checks(c, model, 128)
+    assert (t.lr, t.train, t.milestones, t.warmup) == (0.1, "160ep", ("80ep", "120ep"), "0it")
+    assert c.pruning.exclude == ("output",)
+    ipe = CIFAR10_TRAIN // 128
+    assert ipe == 351 and c.budget(ipe) == (0, 160 * 351)
+    assert [Step.parse(m).iterations(ipe) for m in t.milestones] == [80 * 351, 120 * 351]
+
+
+@pytest.mark.parametrize("name, warmup", [("vgg19_cifar10", "0it"),
+                                          ("vgg19_cifar10_warmup", "10000it")])
+def test_vgg19_presets_are_the_papers(name, warmup):
+    c = preset_config(name)
+    t = c.training
+    _cifar_checks(c, "cifar_vgg_19", 64)
+    assert (t.lr, t.train, t.milestones, t.warmup) == (0.1, "160ep", ("80ep", "120ep"), warmup)
+    assert c.pruning.exclude == ("output",)
+    # 160 epochs of 703 steps: the paper's 112,480 iterations exactly
+    assert Step.parse(t.train).iterations(CIFAR10_TRAIN // 64) == 112_480
+    assert c.budget(CIFAR10_TRAIN // 64) == (0, 112_480)
+
+
+@pytest.mark.parametrize("name, lr, warmup", [("resnet18_cifar10", 0.01, "0it"),
+                                              ("resnet18_cifar10_warmup", 0.03, "20000it")])
+def test_resnet18_presets_are_the_papers(name, lr, warmup):
+    c = preset_config(name)
+    t = c.training
+    _cifar_checks(c, "cifar_resnet_20", 128)  # the paper's "ResNet-18" is ResNet-20
+    assert (t.lr, t.train, t.milestones, t.warmup) == (lr, "30000it", ("20000it", "25000it"),
+                                                       warmup)
+    assert set(c.pruning.exclude) == {"output", "shortcut"}
+
+
+def test_resnet18_imagenette_is_the_fasterai_tutorial(tmp_path):
+    folder = make_tree(tmp_path / "imagenette2-160")
+    c = preset_config("resnet18_imagenette", dataset=f"imagefolder:{folder}")
+    t, p = c.training, c.pruning
+    assert (c.model.model, c.data.image_size) == ("resnet18_imagenet", 128)
+    assert c.data.info().input_shape == (3, 128, 128)
+    assert (t.optimizer, t.lr, t.batch_size, t.train, t.weight_decay) == ("adam", 1e-3, 64,
+                                                                          "5ep", 0.0)
+    assert (p.scope, c.levels, c.rewind, p.exclude) == ("global", 3, "0it", ("output",))
+    assert (1 - p.rates_arg()) ** c.levels == pytest.approx(0.5, abs=1e-3)  # 50% after 3
+    assert t.augment == "auto" and c.data.info().augment == "crop_flip"
+    c.validate()
