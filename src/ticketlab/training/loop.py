@@ -257,9 +257,10 @@ class Stack:
     """
 
     def __init__(self, models: list[nn.Module], masks: list[Mask | None], seeds: list[int],
-                 frozen: list[dict[str, Tensor] | None] | None = None):
+                 frozen: list[dict[str, Tensor] | None] | None = None,
+                 loss_fn: LossFn = F.cross_entropy):
         check_vectorizable(models[0])
-        self.models, self.seeds = models, seeds
+        self.models, self.seeds, self.loss_fn = models, seeds, loss_fn
         self.base = copy.deepcopy(models[0]).to("meta")
         self.stacked, self.buffers = stack_module_state(models)
         self.named_params = dict(self.stacked)
@@ -288,8 +289,10 @@ class Stack:
         return (self.forward_shared if shared else self.forward)(self.stacked, self.buffers, x)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        """The sum of each replicate's mean cross-entropy: each gets its own gradient."""
+        """The sum of each replicate's mean loss: each gets its own gradient."""
         logits = self._forward(x)
+        if self.loss_fn is not F.cross_entropy:
+            return sum(self.loss_fn(logits[i], y[i]) for i in range(len(self.seeds)))
         n, b = y.shape
         return F.cross_entropy(logits.reshape(n * b, -1), y.reshape(-1), reduction="sum") / b
 
