@@ -261,7 +261,7 @@ class Stack:
                  loss_fn: LossFn = F.cross_entropy):
         check_vectorizable(models[0])
         self.models, self.seeds, self.loss_fn = models, seeds, loss_fn
-        self.base = copy.deepcopy(models[0]).to("meta")
+        self.base = copy.deepcopy(models[0]).to("meta").train()
         self.stacked, self.buffers = stack_module_state(models)
         self.named_params = dict(self.stacked)
         self.params = list(self.stacked.values())
@@ -345,14 +345,14 @@ class Stack:
 
 
 def vectorize_refusal(model: nn.Module) -> str | None:
-    """Why `model` cannot be trained vectorised (None: it can): vmap over stacked weights
-    cannot keep per-replicate running statistics or dropout draws the way a lone model does."""
+    """Why `model` cannot be trained vectorised (None: it can). Dropout would draw one mask
+    for all replicates where each lone model draws its own. Batch norm is fine: its running
+    statistics are stacked buffers, one per replicate, updated in place under vmap exactly
+    as each lone model updates its own (tests/training/test_replicates.py)."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._NormBase | nn.modules.dropout._DropoutNd):
-            what = ("keeps running statistics" if isinstance(module, nn.modules.batchnorm._NormBase)
-                    else "draws its own random numbers")
-            return (f"{type(module).__name__} ({name}) {what}, which replicates trained in one "
-                    "vectorised pass would share")
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            return (f"{type(module).__name__} ({name}) draws its own random numbers, which "
+                    "replicates trained in one vectorised pass would share")
     return None
 
 
