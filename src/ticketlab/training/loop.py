@@ -25,6 +25,7 @@ import copy
 import io
 import math
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -52,6 +53,12 @@ from ticketlab.training.optimizers import (
     no_decay_names,
     param_groups,
 )
+
+# vmap runs a few ops (adaptive average pooling's as_strided_) through a slower generic rule
+# and warns at every call; the speed is measured (benchmarks/replicates.py), the warning is
+# noise in a progress display.
+warnings.filterwarnings("ignore", message="There is a performance drop because we have not "
+                        "yet implemented the batching rule", category=UserWarning)
 
 SPLITS = ("val", "test")  # evaluated in full at every evaluation
 TRAIN_SPLIT = "train"  # the fixed training subset, at new validation minima and at the end
