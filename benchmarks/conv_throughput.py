@@ -8,8 +8,9 @@ classes, `cifar_resnet_20`, SGD lr 0.1, momentum 0.9, weight decay 1e-4 as OpenL
    evaluates at its start and end, so its rate is taken from two runs, k and k + n steps
    long: n / (T(k + n) - T(k)) leaves the evaluations out. Also with the model (and then
    also the images) in channels-last memory format, which the engine now uses for every
-   model with 2-D convolutions (`models.base.to_fast_layout`): "ticketlab train()" is the
-   default layout, "+ channels-last model" is what `ticketlab find` runs.
+   model with 2-D convolutions, its input images converted as they come in
+   (`models.base.to_fast_layout`): "ticketlab train()" is the default layout, "+
+   channels-last images" is what `ticketlab find` runs.
 2. PyTorch's default eager loop: `optimizer.zero_grad(); loss.backward(); optimizer.step()`
    with `torch.optim.SGD` at its default implementation; then the same loop with the
    project's optimizer (`build_optimizer`: fused SGD), with channels-last, and (with
