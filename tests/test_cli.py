@@ -161,7 +161,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "ticketlab: error: unknown model 'resnet9000': choose one of lenet_300_100, mlp_128_64,"
         " conv_lenet, conv2, conv4, conv6, resnet18, resnet18_imagenet,"
-        " cifar_resnet_<depth>[_<width>], cifar_vgg_<depth>"]
+        " cifar_resnet_<depth>[_<width>][_nobn], cifar_vgg_<depth>[_nobn]"]
 
 
 def test_unreadable_config_file(tmp_path, capsys):

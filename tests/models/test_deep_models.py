@@ -119,7 +119,7 @@ def test_excluding_shortcuts_leaves_them_dense():
 
 
 def test_registry_names_and_bad_depths(capsys):
-    assert {"cifar_resnet_<depth>[_<width>]", "cifar_vgg_<depth>", "resnet18",
+    assert {"cifar_resnet_<depth>[_<width>][_nobn]", "cifar_vgg_<depth>[_nobn]", "resnet18",
             "resnet18_imagenet"} <= set(MODELS.choices())
     for good in ("cifar_resnet_20", "cifar_resnet_110", "cifar_resnet_56_32", "cifar_vgg_19"):
         assert good in MODELS
@@ -197,3 +197,16 @@ def test_too_deep_for_the_images_is_one_line(tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "model cifar_vgg_19 does not fit dataset digits (1x8x8 images)" in err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name, without", [("cifar_resnet_20_nobn", "cifar_resnet_20"),
+                                           ("cifar_resnet_20_32_nobn", "cifar_resnet_20_32"),
+                                           ("cifar_vgg_11_nobn", "cifar_vgg_11")])
+def test_nobn_names_build_the_same_network_without_batch_norm(name, without):
+    with torch.device("meta"):
+        plain, bn = MODELS.get(name)((3, 32, 32), 10), MODELS.get(without)((3, 32, 32), 10)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules())
+    assert set(prunable_groups(plain)) == set(prunable_groups(bn))  # same prunable weights
+    convs = [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.bias is not None for c in convs)  # no batch norm after it: the conv's own bias

@@ -37,22 +37,23 @@ MODELS.add("resnet18_imagenet", partial(resnet.resnet18, imagenet_stem=True),
 def _cifar_resnet(match: re.Match[str]) -> Builder:
     depth, width = int(match["depth"]), int(match["width"] or 16)
     resnet.cifar_stages(depth, width)  # refuses a depth that is not 6n+2 before any build
-    return partial(resnet.cifar_resnet, depth=depth, width=width)
+    return partial(resnet.cifar_resnet, depth=depth, width=width,
+                   batch_norm=match["nobn"] is None)
 
 
 def _cifar_vgg(match: re.Match[str]) -> Builder:
     depth = int(match["depth"])
     vgg.plan(depth)  # refuses a depth without a plan before any build
-    return partial(vgg.cifar_vgg, depth=depth)
+    return partial(vgg.cifar_vgg, depth=depth, batch_norm=match["nobn"] is None)
 
 
-MODELS.add_family("cifar_resnet_<depth>[_<width>]",
-                  r"cifar_resnet_(?P<depth>[1-9]\d*)(?:_(?P<width>[1-9]\d*))?", _cifar_resnet,
-                  "OpenLTH's CIFAR ResNet, BN; depth 6n+2, widths W,2W,4W (W 16)",
-                  ("cifar_resnet_20", "cifar_resnet_56_32"))
-MODELS.add_family("cifar_vgg_<depth>", r"cifar_vgg_(?P<depth>[1-9]\d*)", _cifar_vgg,
-                  "OpenLTH's CIFAR VGG, BN, one fc; depth 11, 13, 16 or 19",
-                  ("cifar_vgg_16", "cifar_vgg_19"))
+MODELS.add_family("cifar_resnet_<depth>[_<width>][_nobn]",
+                  r"cifar_resnet_(?P<depth>[1-9]\d*)(?:_(?P<width>[1-9]\d*))?(?P<nobn>_nobn)?",
+                  _cifar_resnet, "OpenLTH's CIFAR ResNet, BN (_nobn: without); depth 6n+2, "
+                  "widths W,2W,4W (W 16)", ("cifar_resnet_20", "cifar_resnet_56_32"))
+MODELS.add_family("cifar_vgg_<depth>[_nobn]", r"cifar_vgg_(?P<depth>[1-9]\d*)(?P<nobn>_nobn)?",
+                  _cifar_vgg, "OpenLTH's CIFAR VGG, BN (_nobn: without), one fc; depth 11, 13, "
+                  "16 or 19", ("cifar_vgg_16", "cifar_vgg_19_nobn"))
 
 
 def model_names() -> list[str]:
