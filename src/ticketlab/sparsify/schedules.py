@@ -129,7 +129,7 @@ def dsd(p: float, shape: str = "cos") -> float:
     """
     p = _progress(p)
     if shape == "cos":
-        return math.sin(math.pi * p) ** 2
+        return math.sin(math.pi * min(p, 1.0 - p)) ** 2  # exactly 0 at both ends
     if shape == "square":
         return 1.0 if 1 / 3 - _EPS <= p < 2 / 3 - _EPS else 0.0
     raise TicketlabError(f"unknown dsd shape '{shape}': choose cos or square")
