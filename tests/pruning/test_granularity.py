@@ -118,6 +118,9 @@ def test_only_remaining_groups_are_counted_and_ranked():
     first = prune_structured(mask, scores, 0.5, "filter")  # 3 remaining -> round(1.5) = 2
     assert removed_groups(first["t"], (0,), whole=False) == [0, 1, 3]
     assert int(first["t"][2].sum()) == 8  # the partly pruned filter kept, as it was
+    # Scores of weights the mask already prunes are ignored, whatever they are.
+    scores["t"][2, 0] = -100.0
+    assert prune_structured(mask, scores, 0.5, "filter", "mean") == first
     second = prune_structured(first, scores, 0.5, "filter")  # 1 remaining -> round(0.5) = 0
     assert second == first
     third = prune_structured(first, scores, 0.9, "filter")
