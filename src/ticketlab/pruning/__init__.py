@@ -19,11 +19,19 @@ from ticketlab.pruning.criteria import (
 from ticketlab.pruning.density import rates_for_density
 from ticketlab.pruning.enforce import MaskEnforcer, enforce_mask
 from ticketlab.pruning.freeze import FrozenEnforcer, enforce_frozen
+from ticketlab.pruning.granularity import (
+    GRANULARITIES,
+    REDUCTIONS,
+    group_dims,
+    group_scores,
+    prune_structured,
+)
 from ticketlab.pruning.magnitude import magnitude_scores, prune, prune_magnitude
 from ticketlab.pruning.mask import Mask
 from ticketlab.pruning.random import random_like
 
-__all__ = ["CRITERIA", "MASK0_ACTIONS", "MASK1_ACTIONS", "FrozenEnforcer", "Mask",
-           "MaskEnforcer", "apply_mask1", "criterion_scores", "enforce_frozen", "enforce_mask",
-           "frozen_values", "jaccard", "magnitude_scores", "prune", "prune_by_criterion",
-           "prune_magnitude", "random_like", "rates_for_density", "threshold_mask"]
+__all__ = ["CRITERIA", "GRANULARITIES", "MASK0_ACTIONS", "MASK1_ACTIONS", "REDUCTIONS",
+           "FrozenEnforcer", "Mask", "MaskEnforcer", "apply_mask1", "criterion_scores",
+           "enforce_frozen", "enforce_mask", "frozen_values", "group_dims", "group_scores",
+           "jaccard", "magnitude_scores", "prune", "prune_by_criterion", "prune_magnitude",
+           "prune_structured", "random_like", "rates_for_density", "threshold_mask"]
