@@ -27,10 +27,11 @@ _EXPORTS = {
     "prunable_groups": "ticketlab.models", "Mask": "ticketlab.pruning",
     "enforce_mask": "ticketlab.pruning", "prune": "ticketlab.pruning",
     "prune_magnitude": "ticketlab.pruning", "random_like": "ticketlab.pruning",
+    "Sparsifier": "ticketlab.sparsify",
 }
 
 __all__ = [
-    "ExperimentConfig", "Mask", "Runtime", "Step", "TicketlabError", "build_model",
+    "ExperimentConfig", "Mask", "Runtime", "Sparsifier", "Step", "TicketlabError", "build_model",
     "enforce_mask", "init_weights", "prunable_groups", "prune", "prune_magnitude",
     "random_like", "rewind", "run_imp", "snapshot",
 ]

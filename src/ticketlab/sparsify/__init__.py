@@ -18,8 +18,9 @@ from ticketlab.sparsify.schedules import (
     sparsity_at,
     window,
 )
+from ticketlab.sparsify.sparsifier import Sparsifier
 
 __all__ = [
-    "SCHEDULES", "Schedule", "agp", "cos", "dsd", "get_schedule", "iterative", "lin",
+    "SCHEDULES", "Schedule", "Sparsifier", "agp", "cos", "dsd", "get_schedule", "iterative", "lin",
     "one_cycle", "one_shot", "sparsity_at", "window",
 ]

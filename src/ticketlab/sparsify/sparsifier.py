@@ -1,0 +1,274 @@
+"""Gradual sparsification inside any training loop: prune on a schedule while training.
+
+    sparsifier = Sparsifier(model, optimizer, target=0.9, end=2000)
+    for x, y in batches:
+        loss_fn(model(x), y).backward(); optimizer.step(); optimizer.zero_grad()
+        sparsifier.step()                     # or once: sparsifier.attach()
+
+This is pruning *during* one run (Zhu & Gupta's gradual pruning, fasterai's SparsifyCallback),
+not a lottery ticket: `ticketlab find` is true IMP (train, prune, rewind, retrain).
+What fasterai's SparsifyCallback does that this does not yet: `lth` (rewind the kept weights
+to their initial values after each prune), `rewind_epoch` (to an early-training state) and
+`reset_end` (restore the weights at the end of training): not yet, nor its per-layer
+callbacks and structured removal of the pruned channels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ticketlab.config.step import Step
+from ticketlab.errors import TicketlabError
+from ticketlab.pruning.criteria import criterion_scores, get_criterion
+from ticketlab.pruning.enforce import MaskEnforcer
+from ticketlab.pruning.granularity import GRANULARITIES, REDUCTIONS, group_dims, prune_structured
+from ticketlab.pruning.mask import Mask
+from ticketlab.sparsify.schedules import get_schedule, sparsity_at, window
+
+_SCOPES = {"local": "layerwise", "layerwise": "layerwise", "global": "global"}
+_BELOW_ONE = math.nextafter(1.0, 0.0)
+
+
+def _fraction(value: float, what: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TicketlabError(f"{what} must be a fraction in [0, 1], got {value!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise TicketlabError(f"{what} {value} is not a fraction: pass a value in [0, 1] "
+                             "(0.9 for 90% sparsity)")
+    return value
+
+
+class _Handle:
+    """What `attach` returns; `remove()` stops the automatic `step()`."""
+
+    def __init__(self, handles: list):
+        self._handles = handles
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+class Sparsifier:
+    """Prunes `model` towards `target` sparsity over [start, end] optimizer steps.
+
+    After step t (t optimizer steps taken) the scheduled sparsity s_t is
+    `sparsity_at(t, target, schedule, start, end)`; every `every` steps, and at `start` and
+    `end`, each tensor (scope "local"/"layerwise") or the pool of tensors (scope "global")
+    whose sparsity is below s_t loses the fraction 1 - (1 - s_t) / (1 - s_now) of its
+    *remaining* weights or groups, lowest `criterion` scores first (init = the weights when
+    the Sparsifier was created, final = the current weights). Counts are exact
+    (round(rate * remaining) per tensor, as in `prune`), so the sparsity reached may differ
+    from s_t by rounding, up to one weight or group per tensor. Global scope at a structured
+    granularity ranks groups, not weights, so its weight sparsity only approximates s_t.
+    Sparsity is of the prunable weights the mask covers (`Mask.dense(model)`); `exclude`d
+    groups are never pruned but count in `sparsity()`. `targets` ({tensor or group: target})
+    overrides `target` for those tensors, which follow their own schedule.
+
+    With `optimizer`, pruned weights stay exactly zero as under `enforce_mask`: hooks zero
+    their gradients before each optimizer step and the weights after it, and each prune
+    zeroes the newly pruned weights and their optimizer state (momentum, Adam moments).
+    `step()` must still be called after each optimizer step, or once `attach()`.
+
+    The schedule is evaluated after optimizer steps only, so `start=0` first prunes after
+    step 1. dsd: once the schedule has returned to dense (its end), the mask is lifted and
+    the weights pruned earlier train again, restarting from zero; between dsd's peak and its
+    end the sparsity is held, not reduced gradually.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                 target: float, granularity: str = "weight", scope: str = "local",
+                 criterion: str = "large_final", reduce: str = "l1", schedule: Any = "agp",
+                 start: int | str | Step = 0, end: int | str | Step,
+                 iterations_per_epoch: int | None = None, every: int = 1,
+                 exclude: tuple[str, ...] = (), targets: Mapping[str, float] | None = None,
+                 schedule_params: Mapping[str, Any] | None = None, seed: int = 0):
+        self.target = _fraction(target, "target sparsity")
+        if granularity not in GRANULARITIES:
+            raise TicketlabError(f"unknown granularity '{granularity}': choose one of "
+                                 f"{', '.join(GRANULARITIES)}")
+        if scope not in _SCOPES:
+            raise TicketlabError(f"unknown scope '{scope}': choose local (layerwise) or global")
+        if reduce not in REDUCTIONS:
+            raise TicketlabError(f"unknown reduction '{reduce}': choose one of "
+                                 f"{', '.join(REDUCTIONS)}")
+        get_criterion(criterion)  # refuses an unknown name now, not at the first prune
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise TicketlabError(f"every must be a whole number of steps >= 1, got {every!r}")
+        self.model, self.optimizer = model, optimizer
+        self.granularity, self.scope, self.criterion = granularity, _SCOPES[scope], criterion
+        self.reduce, self.every, self.seed = reduce, every, seed
+        self.schedule, self.schedule_params = schedule, dict(schedule_params or {})
+        get_schedule(schedule, **self.schedule_params)
+        self.start, self.end = window(start, end, iterations_per_epoch)
+        self._mask = Mask.dense(model)
+        self.exclude = tuple(exclude)
+        self._targets = self._resolve_targets(targets)
+        for name in self._mask:  # checks granularity against each pruned tensor's shape
+            if self._target_of(name) > 0:
+                group_dims(self._mask[name].shape, granularity, name)
+        params = dict(model.named_parameters())
+        self._init = {k: params[k].detach().clone() for k in self._mask}
+        self._count = 0
+        self._enforcer = MaskEnforcer(model, self._mask)
+        self._hooks: list = []
+        if optimizer is not None:
+            self._hooks = [
+                optimizer.register_step_pre_hook(lambda *_: self._enforcer.zero_grads()),
+                optimizer.register_step_post_hook(lambda *_: self._enforcer.zero_weights()),
+            ]
+
+    # ------------------------------------------------------------------ set-up
+
+    def _resolve_targets(self, targets: Mapping[str, float] | None) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if not targets:
+            return out
+        known = set(self._mask) | set(self._mask.groups.values())
+        for key, value in targets.items():
+            if key not in known:
+                raise TicketlabError(f"targets name '{key}', neither a tensor nor a group of "
+                                     f"the model's mask: use one of {sorted(known)}")
+            if key in self.exclude:
+                raise TicketlabError(f"targets name '{key}', which exclude leaves unpruned: "
+                                     "drop it from targets or from exclude")
+            _fraction(value, f"target sparsity of {key}")
+        for name in self._mask:
+            if name in targets:
+                out[name] = float(targets[name])
+            elif self._mask.groups[name] in targets:
+                out[name] = float(targets[self._mask.groups[name]])
+        return out
+
+    def _target_of(self, name: str) -> float:
+        if name in self._targets:
+            return self._targets[name]
+        return 0.0 if self._mask.groups[name] in self.exclude else self.target
+
+    def _scheduled(self, target: float) -> float:
+        return sparsity_at(self._count, target, self.schedule, self.start, self.end,
+                           **self.schedule_params)
+
+    # ------------------------------------------------------------------ the loop
+
+    @property
+    def mask(self) -> Mask:
+        return self._mask
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps counted so far."""
+        return self._count
+
+    def sparsity(self) -> float:
+        """Fraction of the prunable weights (those the mask covers) pruned."""
+        return 1.0 - self._mask.density()
+
+    def step(self) -> None:
+        """Call once after each optimizer step: counts it and prunes when the schedule says."""
+        self._count += 1
+        t = self._count
+        if t % self.every == 0 or t in (self.start, self.end):
+            self._update()
+        self._enforcer.zero_weights()
+
+    def attach(self) -> _Handle:
+        """Calls `step()` after every optimizer step, so the loop needs no change."""
+        if self.optimizer is None:
+            raise TicketlabError("attach() needs the optimizer: pass it to Sparsifier(model, "
+                                 "optimizer, ...) or call step() after each optimizer step")
+        return _Handle([self.optimizer.register_step_post_hook(lambda *_: self.step())])
+
+    def remove(self) -> None:
+        """Stops enforcing the mask (the pruned weights stay zero until trained)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    # ------------------------------------------------------------------ pruning
+
+    def _update(self) -> None:
+        counts = self._mask.counts()
+        if self._count >= self.end and self._mask.density() < 1.0 and all(
+                self._scheduled(self._target_of(k)) == 0.0 for k in self._mask):
+            self._set_mask(Mask.dense(self.model))  # dsd: back to dense, weights regrow
+            return
+        rates: dict[str, float] = {}
+        for name, (kept, total) in counts.items():
+            target = self._target_of(name)
+            if target == 0.0 or kept == 0:
+                continue
+            rate = self._rate(self._scheduled(target), 1 - kept / total)
+            if rate > 0:
+                rates[name] = rate
+        rate_global = 0.0
+        if self.scope == "global":
+            names = [k for k in self._mask
+                     if k not in self._targets and self._mask.groups[k] not in self.exclude]
+            kept = sum(counts[k][0] for k in names)
+            total = sum(counts[k][1] for k in names)
+            for k in names:
+                rates.pop(k, None)
+            if kept:
+                rate_global = self._rate(self._scheduled(self.target), 1 - kept / total)
+        if not rates and rate_global <= 0:
+            return
+        params = dict(self.model.named_parameters())
+        scores = criterion_scores(self.criterion, self._init, params, self._mask,
+                                  seed=self.seed + self._count)
+        if self.scope == "global":
+            new = prune_structured(self._mask, scores, rate_global, self.granularity,
+                                   self.reduce, scope="global", exclude=self.exclude,
+                                   targets=rates or None)
+        else:
+            new = prune_structured(self._mask, scores, 0.0, self.granularity, self.reduce,
+                                   scope="layerwise", exclude=self.exclude, targets=rates)
+        self._set_mask(new)
+
+    @staticmethod
+    def _rate(scheduled: float, now: float) -> float:
+        if scheduled <= now or now >= 1.0:
+            return 0.0
+        return min(max(1.0 - (1.0 - scheduled) / (1.0 - now), 0.0), _BELOW_ONE)
+
+    def _set_mask(self, mask: Mask) -> None:
+        self._mask = mask
+        self._enforcer = MaskEnforcer(self.model, mask)
+        self._enforcer.zero_weights()
+        if self.optimizer is not None:
+            self._enforcer.zero_optimizer_state(self.optimizer)
+
+    # ------------------------------------------------------------------ resuming
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step count, mask and initial weights: with the model's and optimizer's state dicts,
+        a resumed run continues exactly."""
+        return {"step": self._count,
+                "mask": {k: v.clone() for k, v in self._mask.items()},
+                "init": {k: v.clone() for k, v in self._init.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = {"step", "mask", "init"} - set(state)
+        if missing:
+            raise TicketlabError(f"sparsifier state lacks {sorted(missing)}: pass what "
+                                 "Sparsifier.state_dict() returned")
+        for what in ("mask", "init"):
+            got = state[what]
+            if set(got) != set(self._mask) or any(
+                    tuple(got[k].shape) != tuple(self._mask[k].shape) for k in got):
+                raise TicketlabError(f"sparsifier state's {what} does not fit this model: "
+                                     "load a state saved for the same architecture")
+        self._count = int(state["step"])
+        self._init = {k: v.detach().clone().to(self._init[k].device)
+                      for k, v in state["init"].items()}
+        device = {k: v.device for k, v in self._mask.items()}
+        self._set_mask(self._mask.with_tensors(
+            {k: torch.as_tensor(v).to(device[k]) for k, v in state["mask"].items()}))
