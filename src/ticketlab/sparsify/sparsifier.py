@@ -70,7 +70,9 @@ class Sparsifier:
     from s_t by rounding, up to one weight or group per tensor. Global scope at a structured
     granularity ranks groups, not weights, so its weight sparsity only approximates s_t.
     Sparsity is of the prunable weights the mask covers (`Mask.dense(model)`); `exclude`d
-    groups are never pruned but count in `sparsity()`. `targets` ({tensor or group: target})
+    groups are never pruned but count in `sparsity()`. Left out (None), `exclude` is
+    ("output",) at a structured granularity, where a pruned row of the output layer would
+    remove a class, and () at `weight` granularity. `targets` ({tensor or group: target})
     overrides `target` for those tensors, which follow their own schedule.
 
     With `optimizer`, pruned weights stay exactly zero as under `enforce_mask`: hooks zero
@@ -89,7 +91,8 @@ class Sparsifier:
                  criterion: str = "large_final", reduce: str = "l1", schedule: Any = "agp",
                  start: int | str | Step = 0, end: int | str | Step,
                  iterations_per_epoch: int | None = None, every: int = 1,
-                 exclude: tuple[str, ...] = (), targets: Mapping[str, float] | None = None,
+                 exclude: tuple[str, ...] | None = None,
+                 targets: Mapping[str, float] | None = None,
                  schedule_params: Mapping[str, Any] | None = None, seed: int = 0):
         self.target = _fraction(target, "target sparsity")
         if granularity not in GRANULARITIES:
@@ -110,6 +113,8 @@ class Sparsifier:
         get_schedule(schedule, **self.schedule_params)
         self.start, self.end = window(start, end, iterations_per_epoch)
         self._mask = Mask.dense(model)
+        if exclude is None:
+            exclude = ("output",) if granularity != "weight" else ()
         self.exclude = tuple(exclude)
         self._targets = self._resolve_targets(targets)
         for name in self._mask:  # checks granularity against each pruned tensor's shape
