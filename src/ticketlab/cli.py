@@ -39,7 +39,7 @@ from ticketlab.config.fields import parse_fractions, parse_ints, parse_names, pa
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.presets import PRESETS, preset_settings
-from ticketlab.threads import AUTO_THREADS, apply_threads, resolve_threads
+from ticketlab.threads import apply_threads
 from ticketlab.training import interrupt
 
 err = Console(stderr=True)
@@ -60,13 +60,6 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _fractions(text: str) -> tuple[float, ...]:
     return _option_type(parse_fractions)(text)
-
-
-def _threads(text: str) -> int | str:
-    try:
-        return text if text == "auto" else resolve_threads(text)
-    except TicketlabError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 _names = parse_names
@@ -140,7 +133,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     show_defaults(p, experiment_defaults())
 
 
-def add_setting(group: argparse._ArgumentGroup, flat: FlatField) -> None:
+def add_setting(group: argparse._ActionsContainer, flat: FlatField) -> None:
     """One option for one setting: `--batch-size` for `batch_size`."""
     m = flat.meta
     if m["flag"] is None:
@@ -177,13 +170,6 @@ def _option_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(str(e)) from None
     option_type.__name__ = getattr(parse, "__name__", "value")
     return option_type
-
-
-def add_threads_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    p.add_argument("--threads", type=_threads, metavar="N", help="torch's intra-op threads: "
-                   f"auto ({AUTO_THREADS} per process, or $OMP_NUM_THREADS when set; measured by "
-                   "benchmarks/threads.py: two threads on layers this small collapse when "
-                   "another process keeps a core busy) or a count")
 
 
 def experiment_defaults() -> dict[str, Any]:
@@ -628,7 +614,7 @@ def build_parser() -> Parser:
                    "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
                    "cuda:N or mps")
-    add_threads_argument(p)
+    add_setting(p, RUNTIME_FIELDS["threads"])  # the same option as find's
     p.add_argument("--quiet", action="store_true", help="no spinner")
     p.set_defaults(func=cmd_supermask)
     show_defaults(p)

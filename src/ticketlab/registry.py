@@ -73,28 +73,25 @@ class Registry(Generic[T]):
 
     def canonical(self, name: str) -> str:
         """The registered spelling of `name` (aliases resolved); refuses an unknown name."""
-        key = str(name).strip()
-        if key in self._aliases:
-            return self._aliases[key]
-        lower = key.lower()
-        if lower in self._aliases:
-            return self._aliases[lower]
-        for family in self._families:
-            if family.regex.fullmatch(key):
-                family.build(family.regex.fullmatch(key))  # refuses a senseless match
-                return key
-        raise TicketlabError(f"unknown {self.what} '{name}': choose one of "
-                             f"{', '.join(self.choices())}")
+        return self._lookup(name)[0]
 
     def get(self, name: str) -> T:
-        key = self.canonical(name)
-        if key in self._entries:
-            return self._entries[key].value
+        return self._lookup(name)[1]
+
+    def _lookup(self, name: str) -> tuple[str, T]:
+        """(registered spelling, value); a family's value is built once, which also refuses a
+        senseless match (say, a ResNet depth that is not 6n+2)."""
+        key = str(name).strip()
+        for spelling in (key, key.lower()):
+            if spelling in self._aliases:
+                registered = self._aliases[spelling]
+                return registered, self._entries[registered].value
         for family in self._families:
             match = family.regex.fullmatch(key)
             if match:
-                return family.build(match)
-        raise AssertionError(key)  # canonical() found it
+                return key, family.build(match)
+        raise TicketlabError(f"unknown {self.what} '{name}': choose one of "
+                             f"{', '.join(self.choices())}")
 
     def __contains__(self, name: object) -> bool:
         try:

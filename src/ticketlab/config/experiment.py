@@ -272,7 +272,7 @@ class ExperimentConfig:
         t, p = self.training, self.pruning
         MODELS.canonical(self.model.model)
         _choice("init", self.model.init, INITS)
-        self.data.info()
+        info = self.data.info()  # refuses an unknown dataset or a misplaced image size
         _choice("optimizer", t.optimizer, OPTIMIZERS)
         _choice("schedule", t.schedule, SCHEDULES)
         _choice("scope", p.scope, SCOPES)
@@ -325,15 +325,14 @@ class ExperimentConfig:
                 raise TicketlabError(
                     f"{what} must be a fraction in (0, 1), got {r} (0.2 prunes 20% per level)"
                 )
-        self._check_model()
+        self._check_model(info)
 
-    def _check_model(self) -> None:
+    def _check_model(self, info: Any) -> None:
         """Builds the model on the dataset's input shape (no data loaded) and runs one dummy
         forward, so a model that does not fit the images, or a pruning group it does not
         have, is refused before anything trains."""
         from ticketlab.models import prunable_groups
 
-        info = self.data.info()
         name, shape = self.model.model, tuple(info.input_shape)
         try:
             model = _dummy_forward(name, shape, info.num_classes)

@@ -484,11 +484,12 @@ def _loop(
         for hook in hooks:
             hook.at_evaluation(moment)
 
-    saved_at = [-1]  # the step last checkpointed: an interrupt right after one writes nothing
+    saved_at = -1  # the step last checkpointed: an interrupt right after one writes nothing
 
     def save_checkpoint() -> None:
-        if checkpoint and saved_at[0] != step:
-            saved_at[0] = step
+        nonlocal saved_at
+        if checkpoint and saved_at != step:
+            saved_at = step
             saved: dict = {}
             for hook in hooks:
                 hook.at_checkpoint(moment, saved)
