@@ -75,16 +75,24 @@ def _option_blocks(help_text: str) -> dict[str, str]:
     return {k: " ".join(" ".join(v).split()) for k, v in blocks.items()}
 
 
-def test_find_help_is_generated_from_the_fields(capsys, monkeypatch):
+@pytest.mark.parametrize("command", ["find", "sparsify"])
+def test_help_is_generated_from_the_fields(capsys, monkeypatch, command):
+    """find has every setting but gradual pruning's; sparsify every one but find's levels,
+    controls and one-shot masks."""
+    from ticketlab.cli import FIND_ONLY
+
     monkeypatch.setenv("COLUMNS", "2000")  # no wrapping: help texts read back whole
-    code, out, _ = cli(capsys, "find", "--help")
+    code, out, _ = cli(capsys, command, "--help")
     assert code == 0
     blocks = _option_blocks(out)
     expected = {}
+    omit = ("sparsify",) if command == "find" else FIND_ONLY
     for _, flat in FLAGGED:
+        if flat.key in omit or flat.section in omit:
+            continue
         flag = flat.meta["flag"] or "--" + flat.key.replace("_", "-")
         expected[flag] = flat
-        assert flag in blocks, f"{flat.key}: no {flag} in find --help"
+        assert flag in blocks, f"{flat.key}: no {flag} in {command} --help"
         assert " ".join(flat.meta["help"].split()) in blocks[flag], flat.key
     # ...and nothing else: every option but --help, --preset and --config is a field's
     assert set(blocks) - {"-h", "--preset", "--config"} == set(expected)

@@ -113,12 +113,15 @@ ZHOU_CRITERIA = ("large_final", "small_final", "large_init", "small_init",
 
 
 SECTION_GROUPS = {"data": "model and data", "model": "model and data", "pruning": "pruning",
-                  None: "pruning", "training": "training"}
+                  None: "pruning", "training": "training", "sparsify": "gradual pruning"}
+FIND_ONLY = ("levels", "controls", "one_shot", "rates", "rate", "threshold")  # not sparsify's
 
 
-def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
+def add_experiment_arguments(p: argparse.ArgumentParser, omit: tuple[str, ...] = ("sparsify",)
+                             ) -> None:
     """Every setting of ExperimentConfig and Runtime as an option, generated from the
-    dataclass fields (help, parser, choices: `config.fields.setting`)."""
+    dataclass fields (help, parser, choices: `config.fields.setting`); `omit` names
+    sections and flat keys a command has no use for (find: the sparsify section)."""
     a = p.add_argument
     a("--preset", metavar="NAME", help="start from a paper's settings (see `ticketlab presets`); "
       "--config and options override it")
@@ -126,7 +129,8 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     groups = {title: p.add_argument_group(title) for title in dict.fromkeys(
         SECTION_GROUPS.values())}
     for flat in FIELDS.values():
-        add_setting(groups[SECTION_GROUPS[flat.section]], flat)
+        if flat.key not in omit and flat.section not in omit:
+            add_setting(groups[SECTION_GROUPS[flat.section]], flat)
     running = p.add_argument_group("running")
     for flat in RUNTIME_FIELDS.values():
         add_setting(running, flat)

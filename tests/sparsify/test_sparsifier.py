@@ -190,3 +190,89 @@ def test_attach_needs_the_optimizer_and_state_must_fit():
         sp.attach()
     with pytest.raises(TicketlabError):
         sp.load_state_dict(Sparsifier(small_conv(), None, target=0.5, end=10).state_dict())
+
+
+def _rewind_run(steps: int, **kwargs):
+    model = small_conv(batch_norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sp = Sparsifier(model, opt, target=0.6, schedule="iterative", start=5, end=20, total=steps,
+                    **kwargs)
+    return model, opt, sp
+
+
+def test_lth_rewinds_weights_batch_norm_and_optimizer_after_each_prune():
+    model, opt, sp = _rewind_run(30, lth=True, rewind=3)
+    saved = {}
+    prunes = 0
+    for t, (x, y) in enumerate(batches(30), start=1):
+        train_step(model, opt, x, y)
+        before = sp.sparsity()
+        sp.step()
+        if t == 3:
+            saved = {k: v.clone() for k, v in model.state_dict().items()}
+        if sp.sparsity() > before:  # pruned just now: the whole state is the rewind point's
+            prunes += 1
+            state = model.state_dict()
+            for k, v in saved.items():
+                expected = v * sp.mask[k] if k in sp.mask else v
+                assert torch.equal(state[k], expected), k
+            assert not opt.state  # fresh, as each IMP level's optimizer
+    assert prunes == 3  # iterative, n=3
+    assert any("running_mean" in k for k in saved)  # batch norm was rewound, not re-drawn
+
+
+def test_lth_can_keep_the_momentum_as_fasterai_does():
+    model, opt, sp = _rewind_run(20, lth=True, reset_optimizer=False)
+    for x, y in batches(12):
+        train_step(model, opt, x, y)
+        sp.step()
+    assert sp.sparsity() > 0 and opt.state  # pruned at step 5, momentum kept
+
+
+def test_reset_end_leaves_the_final_mask_on_the_rewind_point():
+    model, opt, sp = _rewind_run(25, reset_end=True, rewind=2)
+    for t, (x, y) in enumerate(batches(25), start=1):
+        train_step(model, opt, x, y)
+        sp.step()
+        if t == 2:
+            saved = {k: v.clone() for k, v in model.state_dict().items()}
+        assert sp.finished == (t == 25)
+    state = model.state_dict()
+    for k, v in saved.items():
+        assert torch.equal(state[k], v * sp.mask[k] if k in sp.mask else v), k
+    assert abs(sp.sparsity() - 0.6) < 0.05
+    sp.step()  # finished: no more counting or pruning
+    assert sp.steps == 25
+
+
+def test_lth_resume_is_bit_exact():
+    data = batches(30)
+    model, opt, sp = _rewind_run(30, lth=True, rewind=3, reset_end=True)
+    for x, y in data:
+        train_step(model, opt, x, y)
+        sp.step()
+    model2, opt2, sp2 = _rewind_run(30, lth=True, rewind=3, reset_end=True)
+    for x, y in data[:12]:
+        train_step(model2, opt2, x, y)
+        sp2.step()
+    saved = (model2.state_dict(), opt2.state_dict(), sp2.state_dict())
+    model3, opt3, sp3 = _rewind_run(30, lth=True, rewind=3, reset_end=True)
+    model3.load_state_dict(saved[0])
+    opt3.load_state_dict(saved[1])
+    sp3.load_state_dict(saved[2])
+    for x, y in data[12:]:
+        train_step(model3, opt3, x, y)
+        sp3.step()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, model3.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"lth": True, "rewind": 8}, "rewind to the start or earlier"),
+    ({"end": None, "total": None}, "needs an end"),
+    ({"end": 40, "total": 30}, "within total"),
+])
+def test_rewinding_bad_input(kwargs, says):
+    args = {"target": 0.5, "start": 5, "end": 20, **kwargs}
+    with pytest.raises(TicketlabError, match=says):
+        Sparsifier(small_conv(), None, **args)

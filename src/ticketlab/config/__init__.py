@@ -17,6 +17,7 @@ from ticketlab.config.experiment import (
     ExperimentConfig,
     ModelHparams,
     PruningHparams,
+    SparsifyHparams,
     TrainingHparams,
     _typed_fields,
     apply_overrides,
@@ -35,7 +36,7 @@ from ticketlab.config.step import Step, derive_seed
 __all__ = [
     "AUGMENTS", "FIELDS", "OPTIMIZERS", "PAPER_RATES", "RUNTIME_FIELDS", "SCHEDULES", "SCOPES",
     "DataHparams", "ExperimentConfig", "FlatField", "ModelHparams", "PruningHparams", "Runtime",
-    "Step", "TrainingHparams", "_typed_fields", "apply_overrides", "check_device_name",
-    "check_type", "derive_seed", "field_index", "load_toml", "runtime_hints", "setting",
-    "type_name",
+    "SparsifyHparams", "Step", "TrainingHparams", "_typed_fields", "apply_overrides",
+    "check_device_name", "check_type", "derive_seed", "field_index", "load_toml",
+    "runtime_hints", "setting", "type_name",
 ]

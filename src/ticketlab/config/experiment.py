@@ -30,6 +30,8 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step")
 SCOPES = ("layerwise", "global")
 AUGMENTS = ("auto", "none", "flip", "crop_flip")
+GRANULARITIES = ("weight", "filter", "channel", "kernel", "row", "column")  # pruning.granularity
+REDUCTIONS = ("l1", "l2", "mean")
 PAPER_RATES = {"fc": 0.2, "output": 0.1, "conv": 0.1}
 
 
@@ -65,6 +67,11 @@ def _init_names() -> list[str]:
 def _criterion_names() -> list[str]:
     from ticketlab.pruning.criteria import CRITERIA
     return CRITERIA.names()
+
+
+def _schedule_names() -> list[str]:
+    from ticketlab.sparsify.schedules import SCHEDULES as SPARSITY_SCHEDULES
+    return SPARSITY_SCHEDULES.names()
 
 
 def _control_names() -> list[str]:
@@ -157,6 +164,14 @@ class PruningHparams:
         None, "one-shot by threshold instead (the course project's LF mask): keep |w| > "
         "mean|w| + ALPHA * std(w) over all prunable trained weights; the density follows from "
         "ALPHA", metavar="ALPHA")
+    granularity: str = setting(
+        "weight", "what one pruning decision removes: a weight, or a whole filter (conv output "
+        "channel) / row (linear output neuron), channel / column (input), kernel; filter and "
+        "row are one granularity (each layer pruned by its kind), so are channel and column",
+        choices=GRANULARITIES, canonical=_lower)
+    reduce: str = setting("l1", "how a group's per-weight scores become one score: l1 or l2 "
+                          "norm, or mean (comparable across layers with groups of different "
+                          "sizes)", choices=REDUCTIONS, canonical=_lower)
 
     def rates_arg(self) -> float | dict[str, float]:
         """What `prune` takes: the global rate, or one rate / {group: rate} layer-wise."""
@@ -166,11 +181,37 @@ class PruningHparams:
 
 
 @dataclass
+class SparsifyHparams:
+    """Gradual pruning inside one training run (`ticketlab sparsify`, `sparsify.Sparsifier`)."""
+
+    target: float | None = setting(
+        None, "final sparsity, the fraction of prunable weights removed (0.9 keeps 10%)",
+        metavar="FRACTION")
+    sparsity_schedule: str = setting(
+        "agp", "how sparsity grows over the pruning window (see docs/sparsify/)",
+        choices=_schedule_names, canonical=_lower, metavar="NAME")
+    prune_rounds: int = setting(3, "pruning steps of the iterative schedule", metavar="N")
+    prune_start: str = setting("0it", "start of the pruning window, e.g. 1ep", metavar="STEP",
+                               canonical=_steps)
+    prune_end: str | None = setting(None, "end of the pruning window, e.g. 8ep (default: the "
+                                    "end of training)", metavar="STEP", canonical=_steps)
+    prune_every: str = setting("1it", "how often the schedule is applied, e.g. 100it",
+                               metavar="STEP", canonical=_steps)
+    lth: bool = setting(False, "fasterai's lth: after each pruning step, reset the kept weights "
+                        "(and batch norm) to the --rewind point and the optimizer state to "
+                        "fresh, within the one run", action="store_true")
+    reset_end: bool = setting(False, "end on the final mask over the --rewind point's weights "
+                              "(a ticket to retrain), not the trained weights",
+                              action="store_true")
+
+
+@dataclass
 class ExperimentConfig:
     data: DataHparams = field(default_factory=DataHparams)
     model: ModelHparams = field(default_factory=ModelHparams)
     training: TrainingHparams = field(default_factory=TrainingHparams)
     pruning: PruningHparams = field(default_factory=PruningHparams)
+    sparsify: SparsifyHparams = field(default_factory=SparsifyHparams)
     rewind: str = setting("0it", "rewind point: 0it (the original ticket) or later, e.g. 500it "
                           "or 1ep (late rewinding)", metavar="STEP", canonical=_steps,
                           hash="always")
@@ -185,7 +226,7 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = setting((0,), "independent trials, e.g. 0,1,2", metavar="LIST",
                                      hash="never")
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "model", "training", "pruning")
+    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "model", "training", "pruning", "sparsify")
     UNHASHED: ClassVar[tuple[str, ...]]  # what to compute, not what it is: set below
 
     def science(self) -> dict[str, Any]:
@@ -201,10 +242,15 @@ class ExperimentConfig:
             if rule == "never" or (rule == "unless_default" and
                                    _jsonable(_value(c, flat)) == _canonical_default(flat)):
                 owner.pop(flat.key)
+        for section in self.SECTIONS:
+            if not d[section]:  # a section all at defaults (sparsify, in a find run)
+                d.pop(section)
         return d
 
     @property
     def kind(self) -> str:
+        if self.sparsify.target is not None:
+            return "sparsify"
         return "oneshot" if self.one_shot or self.pruning.threshold is not None else "imp"
 
     @property
@@ -220,6 +266,7 @@ class ExperimentConfig:
         d = self.science()
         d.pop("pruning")
         d.pop("one_shot", None)
+        d.pop("sparsify", None)
         return d
 
     def run_hash(self) -> str:
@@ -277,6 +324,12 @@ class ExperimentConfig:
         _choice("schedule", t.schedule, SCHEDULES)
         _choice("scope", p.scope, SCOPES)
         _choice("augment", t.augment, AUGMENTS)
+        _choice("granularity", p.granularity, GRANULARITIES)
+        _choice("reduce", p.reduce, REDUCTIONS)
+        if p.threshold is not None and p.granularity != "weight":
+            raise TicketlabError("--threshold keeps single weights: use it with --granularity "
+                                 "weight, or drop it")
+        self._check_sparsify()
         CRITERIA.canonical(p.criterion)
         check_controls(self.controls)
         if self.levels < 0:
@@ -326,6 +379,45 @@ class ExperimentConfig:
                     f"{what} must be a fraction in (0, 1), got {r} (0.2 prunes 20% per level)"
                 )
         self._check_model(info)
+
+    def _check_sparsify(self) -> None:
+        from ticketlab.sparsify.schedules import SCHEDULES as SPARSITY_SCHEDULES
+
+        s = self.sparsify
+        if s.target is None:
+            changed = [k for k, f in FIELDS.items() if f.section == "sparsify" and
+                       _jsonable(_value(self, f)) != _canonical_default(f)]
+            if changed:
+                raise TicketlabError(f"{', '.join(changed)} set without a target sparsity: "
+                                     "gradual pruning is `ticketlab sparsify --target 0.9`")
+            return
+        _number("target sparsity", s.target, "in (0, 1)", 0 < s.target < 1, "--target 0.9")
+        SPARSITY_SCHEDULES.canonical(s.sparsity_schedule)
+        if s.prune_rounds < 1:
+            raise TicketlabError(f"prune rounds must be >= 1, got {s.prune_rounds}")
+        for step in (s.prune_start, s.prune_every, *([s.prune_end] if s.prune_end else [])):
+            Step.parse(step)
+        if Step.parse(s.prune_every).count == 0:
+            raise TicketlabError("--prune-every must be positive, e.g. 1it or 100it")
+        if self.one_shot or self.pruning.threshold is not None:
+            raise TicketlabError("a sparsify run prunes on its schedule: drop --one-shot and "
+                                 "--threshold (they choose find's one-shot masks)")
+        if Step.parse(self.rewind).count and not (s.lth or s.reset_end):
+            raise TicketlabError(f"--rewind {self.rewind} does nothing in a sparsify run "
+                                 "without --lth or --reset-end: add one, or drop --rewind")
+
+    def sparsify_window(self, iterations_per_epoch: int) -> tuple[int, int, int]:
+        """(start, end, every) of a sparsify run's pruning, in iterations, checked."""
+        s, total = self.sparsify, self.budget(iterations_per_epoch)[1]
+        start = Step.parse(s.prune_start).iterations(iterations_per_epoch)
+        end = (Step.parse(s.prune_end).iterations(iterations_per_epoch) if s.prune_end
+               else total)
+        if not start <= end <= total:
+            raise TicketlabError(
+                f"the pruning window {s.prune_start}..{s.prune_end or self.training.train} "
+                f"({start}..{end} it) must lie within training ({total} it): set --prune-start "
+                "and --prune-end inside --train")
+        return start, end, Step.parse(s.prune_every).iterations(iterations_per_epoch)
 
     def _check_model(self, info: Any) -> None:
         """Builds the model on the dataset's input shape (no data loaded) and runs one dummy

@@ -7,10 +7,7 @@
 
 This is pruning *during* one run (Zhu & Gupta's gradual pruning, fasterai's SparsifyCallback),
 not a lottery ticket: `ticketlab find` is true IMP (train, prune, rewind, retrain).
-What fasterai's SparsifyCallback does that this does not yet: `lth` (rewind the kept weights
-to their initial values after each prune), `rewind_epoch` (to an early-training state) and
-`reset_end` (restore the weights at the end of training): not yet, nor its per-layer
-callbacks and structured removal of the pruned channels.
+`lth=True` is fasterai's in-run imitation of IMP; see `Sparsifier` for how it differs.
 """
 
 from __future__ import annotations
@@ -83,17 +80,36 @@ class Sparsifier:
     The schedule is evaluated after optimizer steps only, so `start=0` first prunes after
     step 1. dsd: once the schedule has returned to dense (its end), the mask is lifted and
     the weights pruned earlier train again, restarting from zero; between dsd's peak and its
-    end the sparsity is held, not reduced gradually.
+    end the sparsity is held, not reduced gradually. `end` defaults to `total`, the length of
+    training in steps; with `total`, `finish()` runs by itself after that many steps.
+
+    Rewinding (fasterai's `lth`, `rewind_epoch`, `reset_end`). The whole state dict (weights,
+    batch-norm parameters and running statistics) is saved after `rewind` steps (0: now).
+    With `lth=True`, every step that prunes then resets the model to that state, the new
+    mask applied, and (with `reset_optimizer`, the default) the optimizer state to fresh;
+    the criterion's "initial" weights are the rewind point's, as in IMP. `reset_end=True`
+    makes `finish()` leave the final mask on the rewind-point state: an untrained ticket to
+    retrain. How lth differs from true IMP (`ticketlab find`): the rounds share one run, so
+    one learning-rate schedule and data order run through all of them instead of restarting
+    at the rewind step for each level; a round lasts until the schedule's next pruning step,
+    not a full training; and the last round's accuracy is read where the user's loop reads it.
+    fasterai differs further: it keeps the optimizer's momentum across rounds
+    (`reset_optimizer=False` reproduces that) and re-initialises batch norm rather than
+    rewinding it. lth is meant for schedules that prune in few steps (iterative, one_shot):
+    with agp and `every=1` it would rewind after every step.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  target: float, granularity: str = "weight", scope: str = "local",
                  criterion: str = "large_final", reduce: str = "l1", schedule: Any = "agp",
-                 start: int | str | Step = 0, end: int | str | Step,
+                 start: int | str | Step = 0, end: int | str | Step | None = None,
+                 total: int | str | Step | None = None,
                  iterations_per_epoch: int | None = None, every: int = 1,
                  exclude: tuple[str, ...] | None = None,
                  targets: Mapping[str, float] | None = None,
-                 schedule_params: Mapping[str, Any] | None = None, seed: int = 0):
+                 schedule_params: Mapping[str, Any] | None = None, seed: int = 0,
+                 lth: bool = False, rewind: int | str | Step = 0, reset_end: bool = False,
+                 reset_optimizer: bool = True):
         self.target = _fraction(target, "target sparsity")
         if granularity not in GRANULARITIES:
             raise TicketlabError(f"unknown granularity '{granularity}': choose one of "
@@ -111,7 +127,24 @@ class Sparsifier:
         self.reduce, self.every, self.seed = reduce, every, seed
         self.schedule, self.schedule_params = schedule, dict(schedule_params or {})
         get_schedule(schedule, **self.schedule_params)
-        self.start, self.end = window(start, end, iterations_per_epoch)
+        if end is None and total is None:
+            raise TicketlabError("the pruning window needs an end: pass end= (or total=, the "
+                                 "training length, which end then defaults to)")
+        self.start, self.end = window(start, total if end is None else end,
+                                      iterations_per_epoch)
+        self.total = None if total is None else window(0, total, iterations_per_epoch)[1]
+        if self.total is not None and self.end > self.total:
+            raise TicketlabError(f"pruning ends at step {self.end}, after training's {self.total}"
+                                 ": pass an end within total")
+        self.rewind = window(0, rewind, iterations_per_epoch)[1] if rewind not in (0, "0it") \
+            else 0
+        if lth and self.rewind > self.start:
+            raise TicketlabError(f"lth rewinds to step {self.rewind}, after pruning starts "
+                                 f"({self.start}): rewind to the start or earlier")
+        self.lth, self.reset_end, self.reset_optimizer = bool(lth), bool(reset_end), \
+            bool(reset_optimizer)
+        self._rewound: dict[str, torch.Tensor] | None = None
+        self.finished = False
         self._mask = Mask.dense(model)
         if exclude is None:
             exclude = ("output",) if granularity != "weight" else ()
@@ -125,11 +158,20 @@ class Sparsifier:
         self._count = 0
         self._enforcer = MaskEnforcer(model, self._mask)
         self._hooks: list = []
+        if self.rewind == 0 and (self.lth or self.reset_end):
+            self._save_rewind_point()
         if optimizer is not None:
-            self._hooks = [
-                optimizer.register_step_pre_hook(lambda *_: self._enforcer.zero_grads()),
-                optimizer.register_step_post_hook(lambda *_: self._enforcer.zero_weights()),
-            ]
+            self.bind(optimizer)
+
+    def bind(self, optimizer: torch.optim.Optimizer) -> None:
+        """Enforces the mask around `optimizer`'s steps (done by the constructor when it is
+        given the optimizer; a training loop that creates its own calls this)."""
+        self.remove()
+        self.optimizer = optimizer
+        self._hooks = [
+            optimizer.register_step_pre_hook(lambda *_: self._enforcer.zero_grads()),
+            optimizer.register_step_post_hook(lambda *_: self._enforcer.zero_weights()),
+        ]
 
     # ------------------------------------------------------------------ set-up
 
@@ -179,11 +221,27 @@ class Sparsifier:
 
     def step(self) -> None:
         """Call once after each optimizer step: counts it and prunes when the schedule says."""
+        if self.finished:
+            return
         self._count += 1
         t = self._count
-        if t % self.every == 0 or t in (self.start, self.end):
-            self._update()
+        if t == self.rewind and self._rewound is None and (self.lth or self.reset_end):
+            self._save_rewind_point()
+        due = t % self.every == 0 or t in (self.start, self.end)
+        if due and self._update() and self.lth:
+            self._restore_rewind_point()
         self._enforcer.zero_weights()
+        if t == self.total:
+            self.finish()
+
+    def finish(self) -> None:
+        """The end of training: with `reset_end`, the final mask goes onto the rewind-point
+        state (weights, batch norm). Runs once; after `total` steps it runs by itself."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.reset_end:
+            self._restore_rewind_point()
 
     def attach(self) -> _Handle:
         """Calls `step()` after every optimizer step, so the loop needs no change."""
@@ -200,12 +258,28 @@ class Sparsifier:
 
     # ------------------------------------------------------------------ pruning
 
-    def _update(self) -> None:
+    def _save_rewind_point(self) -> None:
+        state = self.model.state_dict()
+        self._rewound = {k: v.detach().clone() for k, v in state.items()}
+        if self.lth:  # the criterion's "initial" weights: the rewind point's, as in IMP
+            self._init = {k: self._rewound[k].clone() for k in self._mask}
+
+    def _restore_rewind_point(self) -> None:
+        if self._rewound is None:
+            raise TicketlabError(f"the rewind point (step {self.rewind}) was not reached by "
+                                 f"step {self._count}: rewind earlier")
+        self.model.load_state_dict(self._rewound)
+        self._enforcer.zero_weights()
+        if self.optimizer is not None and self.reset_optimizer:
+            self.optimizer.state.clear()  # a fresh optimizer's state, as each IMP level's
+
+    def _update(self) -> bool:
+        """Prunes to the scheduled sparsity; whether the mask changed."""
         counts = self._mask.counts()
         if self._count >= self.end and self._mask.density() < 1.0 and all(
                 self._scheduled(self._target_of(k)) == 0.0 for k in self._mask):
             self._set_mask(Mask.dense(self.model))  # dsd: back to dense, weights regrow
-            return
+            return True
         rates: dict[str, float] = {}
         for name, (kept, total) in counts.items():
             target = self._target_of(name)
@@ -225,7 +299,7 @@ class Sparsifier:
             if kept:
                 rate_global = self._rate(self._scheduled(self.target), 1 - kept / total)
         if not rates and rate_global <= 0:
-            return
+            return False
         params = dict(self.model.named_parameters())
         scores = criterion_scores(self.criterion, self._init, params, self._mask,
                                   seed=self.seed + self._count)
@@ -236,7 +310,9 @@ class Sparsifier:
         else:
             new = prune_structured(self._mask, scores, 0.0, self.granularity, self.reduce,
                                    scope="layerwise", exclude=self.exclude, targets=rates)
+        changed = any(not torch.equal(new[k], self._mask[k]) for k in new)
         self._set_mask(new)
+        return changed
 
     @staticmethod
     def _rate(scheduled: float, now: float) -> float:
@@ -256,9 +332,12 @@ class Sparsifier:
     def state_dict(self) -> dict[str, Any]:
         """Step count, mask and initial weights: with the model's and optimizer's state dicts,
         a resumed run continues exactly."""
-        return {"step": self._count,
-                "mask": {k: v.clone() for k, v in self._mask.items()},
-                "init": {k: v.clone() for k, v in self._init.items()}}
+        state = {"step": self._count, "finished": self.finished,
+                 "mask": {k: v.clone() for k, v in self._mask.items()},
+                 "init": {k: v.clone() for k, v in self._init.items()}}
+        if self._rewound is not None:
+            state["rewind"] = {k: v.clone() for k, v in self._rewound.items()}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         missing = {"step", "mask", "init"} - set(state)
@@ -272,6 +351,14 @@ class Sparsifier:
                 raise TicketlabError(f"sparsifier state's {what} does not fit this model: "
                                      "load a state saved for the same architecture")
         self._count = int(state["step"])
+        self.finished = bool(state.get("finished", False))
+        if "rewind" in state:
+            own = self.model.state_dict()
+            if set(state["rewind"]) != set(own):
+                raise TicketlabError("sparsifier state's rewind point does not fit this model: "
+                                     "load a state saved for the same architecture")
+            self._rewound = {k: v.detach().clone().to(own[k].device)
+                             for k, v in state["rewind"].items()}
         self._init = {k: v.detach().clone().to(self._init[k].device)
                       for k, v in state["init"].items()}
         device = {k: v.device for k, v in self._mask.items()}
