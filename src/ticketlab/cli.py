@@ -78,6 +78,19 @@ OUT/imp_<model>_<dataset>_<hash>/ (oneshot_... for one-shot); the same command r
 interrupted run and prints a finished one without recomputing it."""
 
 
+SPARSIFY_HELP = """Prune gradually inside one training run (Zhu & Gupta; fasterai's
+SparsifyCallback): each seed trains once while --target sparsity is reached on
+--sparsity-schedule over [--prune-start, --prune-end], by --criterion, --granularity (weights,
+or whole filters / neurons) and --scope. This is not a lottery ticket search (that is `find`);
+--lth imitates it inside the one run, rewinding to --rewind after each pruning step.
+
+Settings come from the defaults, then --preset, then --config, then the options, as in
+`find`. Results go to OUT/sparsify_<model>_<dataset>_<hash>/seed_S/level_00/sparsify/ (mask,
+weights, metrics, sparsity at each evaluation); the same command resumes an interrupted run.
+The test accuracy reported is at the validation early stop among the evaluations made with
+the final mask."""
+
+
 CRITERIA_HELP = """Compare mask criteria (Zhou et al. 2019): for each criterion, prune the
 trained dense network one-shot to each --one-shot density with that criterion, rewind and
 retrain (one run per criterion, sharing the dense training), then score every criterion's
@@ -91,6 +104,14 @@ def add_find(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_experiment_arguments(p)
     p.set_defaults(func=cmd_find)
+
+
+def add_sparsify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sparsify", help="prune gradually while training once (fasterai's way)",
+                       description=SPARSIFY_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_experiment_arguments(p, omit=FIND_ONLY)
+    p.set_defaults(func=cmd_sparsify)
 
 
 def add_criteria(sub: argparse._SubParsersAction) -> None:
@@ -237,15 +258,28 @@ def describe(config: ExperimentConfig, store: RunStore, device: object) -> str:
         opt += f", x{t.gamma} at {','.join(t.milestones)}"
     if t.warmup != "0it":
         opt += f", warm-up {t.warmup}"
+    if c.kind == "sparsify":
+        sp = c.sparsify
+        rounds = f" ({sp.prune_rounds} rounds)" if sp.sparsity_schedule == "iterative" else ""
+        what = (f"sparsify to {sp.target} sparsity by {p.granularity}, {p.scope}, "
+                f"{sp.sparsity_schedule}{rounds} from {sp.prune_start} to "
+                f"{sp.prune_end or t.train} every {sp.prune_every}{excluded}" +
+                (f", lth rewinding to {c.rewind}" if sp.lth else "") +
+                (f", reset_end to {c.rewind}" if sp.reset_end else ""))
+    else:
+        what = ((f"one-shot to densities {','.join(map(str, c.one_shot))}" if c.one_shot else
+                 f"one-shot threshold mask, alpha {p.threshold}" if p.threshold is not None
+                 else f"{c.levels} level{'s' if c.levels != 1 else ''}") +
+                f", {p.scope} pruning at {rates}"
+                f"{'' if p.granularity == 'weight' else ' of ' + p.granularity + 's'}"
+                f"{excluded}, rewind to {c.rewind}")
     return "\n".join([
         f"model {c.model.model} ({c.model.init}) on {c.data.dataset}",
-        (f"one-shot to densities {','.join(map(str, c.one_shot))}" if c.one_shot else
-         f"one-shot threshold mask, alpha {p.threshold}" if p.threshold is not None else
-         f"{c.levels} level{'s' if c.levels != 1 else ''}") +
-        f", {p.scope} pruning at {rates}{excluded}, rewind to {c.rewind}",
+        what,
         f"train {t.train} per level, batch {t.batch_size}, {opt}, eval every {t.eval_every}",
-        f"seeds {','.join(map(str, c.seeds))}; controls {','.join(c.controls) or 'none'}; "
-        f"device {device}, {threads} thread{'s' if threads != 1 else ''}",
+        f"seeds {','.join(map(str, c.seeds))}" +
+        ("" if c.kind == "sparsify" else f"; controls {','.join(c.controls) or 'none'}") +
+        f"; device {device}, {threads} thread{'s' if threads != 1 else ''}",
         *([f"units train {how}"] if (how := _units_trained(store)) else []),
         f"run directory {store.root}",
     ])
@@ -307,7 +341,8 @@ class RichReporter:
             return
         self.progress.console.print(describe(config, store, device), highlight=False,
                                     soft_wrap=True)
-        units = len(config.seeds) * (1 + config.n_levels * (1 + len(config.controls)))
+        units = len(config.seeds) * (1 if config.kind == "sparsify" else
+                                     1 + config.n_levels * (1 + len(config.controls)))
         self.units_left = units
         self.run_task = self.progress.add_task("all units", total=units, unit="units", val="",
                                                eta=format_eta(None))
@@ -400,6 +435,28 @@ def cmd_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sparsify(args: argparse.Namespace) -> int:
+    from ticketlab.experiments.sparsify import run_sparsify
+    from ticketlab.report.sparsify import sparsify_table
+
+    config, runtime = resolve(args)
+    if config.sparsify.target is None:
+        raise TicketlabError("sparsify needs a target sparsity: add --target 0.9 (the fraction "
+                             "of prunable weights removed)")
+    runtime.threads = apply_threads(runtime.threads)
+    runtime.command = shlex.join(["ticketlab", *args.argv])
+    with interrupt.graceful(), RichReporter(runtime) as reporter:
+        try:
+            summary = run_sparsify(config, runtime, reporter)
+        except interrupt.Interrupted as e:
+            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
+                      "again to resume", highlight=False)
+            return 130
+    out.print(sparsify_table(summary, title=summary["run"]))
+    out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_criteria(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -444,6 +501,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(args.run_dirs) > 1 and args.out is None:
         raise TicketlabError("several runs make one combined report: say where it goes with "
                              "--out DIR")
+    sparsify = [d for d in args.run_dirs if (Path(d) / "config.json").is_file() and
+                "sparsify" in RunStore.open(Path(d)).config().get("science", {})]
+    if sparsify:
+        return _report_sparsify(args, sparsify)
     runs = load_runs(args.run_dirs)  # fails on a bad directory before anything is written
     if not args.quiet:
         for run in runs:
@@ -451,6 +512,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     paths = build_report(runs, args.out or args.run_dirs[0] / "report",
                          list(args.levels) if args.levels else None)
     out.print(f"report: {paths[-1]}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _report_sparsify(args: argparse.Namespace, run_dirs: list[Path]) -> int:
+    from ticketlab.report.sparsify import sparsify_table, write_sparsify_report
+
+    if len(args.run_dirs) > 1:
+        raise TicketlabError(f"{run_dirs[0]} is a sparsify run: report it on its own "
+                             "(ticketlab report RUN)")
+    store = RunStore.open(run_dirs[0])
+    if not args.quiet:
+        out.print(sparsify_table(store.summary(), title=store.root.name))
+    paths = write_sparsify_report(store.root, args.out or store.root / "report")
+    out.print(f"report: {paths[0]}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -562,6 +637,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="ticketlab", description="Find and study lottery tickets.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     add_find(sub)
+    add_sparsify(sub)
     add_criteria(sub)
     p = sub.add_parser("report", help="tables, figures and an HTML page of run directories",
                        description=(

@@ -242,8 +242,9 @@ class RunStore:
         atomic_write_text(self.dir(unit) / "metrics.csv", buf.getvalue())
         files = {name: file_digest(self.dir(unit) / name) for name in TENSOR_FILES
                  if (self.dir(unit) / name).is_file()}
-        write_json(self.dir(unit) / "result.json",
+        write_json(self.dir(unit) / "result.json",  # the common keys, then a kind's own
                    {**{k: record[k] for k in RECORD_KEYS},
+                    **{k: v for k, v in record.items() if k not in RECORD_KEYS},
                     "files": {k: v for k, v in files.items() if v}})
         self.checkpoint(unit, 0).clear()
 

@@ -145,6 +145,7 @@ class Sparsifier:
             bool(reset_optimizer)
         self._rewound: dict[str, torch.Tensor] | None = None
         self.finished = False
+        self.changed_at = 0  # the step the mask last changed at: from then on it is final
         self._mask = Mask.dense(model)
         if exclude is None:
             exclude = ("output",) if granularity != "weight" else ()
@@ -227,9 +228,10 @@ class Sparsifier:
         t = self._count
         if t == self.rewind and self._rewound is None and (self.lth or self.reset_end):
             self._save_rewind_point()
-        due = t % self.every == 0 or t in (self.start, self.end)
-        if due and self._update() and self.lth:
-            self._restore_rewind_point()
+        if (t % self.every == 0 or t in (self.start, self.end)) and self._update():
+            self.changed_at = t
+            if self.lth:
+                self._restore_rewind_point()
         self._enforcer.zero_weights()
         if t == self.total:
             self.finish()
@@ -257,6 +259,14 @@ class Sparsifier:
         self._hooks = []
 
     # ------------------------------------------------------------------ pruning
+
+    def rewind_state(self) -> dict[str, torch.Tensor] | None:
+        """The rewind point's state dict with the current mask applied (None before it was
+        reached, or without lth and reset_end): the ticket reset_end leaves."""
+        if self._rewound is None:
+            return None
+        return {k: v * self._mask[k] if k in self._mask else v.clone()
+                for k, v in self._rewound.items()}
 
     def _save_rewind_point(self) -> None:
         state = self.model.state_dict()
@@ -332,7 +342,7 @@ class Sparsifier:
     def state_dict(self) -> dict[str, Any]:
         """Step count, mask and initial weights: with the model's and optimizer's state dicts,
         a resumed run continues exactly."""
-        state = {"step": self._count, "finished": self.finished,
+        state = {"step": self._count, "finished": self.finished, "changed_at": self.changed_at,
                  "mask": {k: v.clone() for k, v in self._mask.items()},
                  "init": {k: v.clone() for k, v in self._init.items()}}
         if self._rewound is not None:
@@ -352,6 +362,7 @@ class Sparsifier:
                                      "load a state saved for the same architecture")
         self._count = int(state["step"])
         self.finished = bool(state.get("finished", False))
+        self.changed_at = int(state.get("changed_at", 0))
         if "rewind" in state:
             own = self.model.state_dict()
             if set(state["rewind"]) != set(own):
