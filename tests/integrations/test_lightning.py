@@ -143,9 +143,16 @@ def test_gradient_accumulation_counts_optimizer_steps():
         assert abs((total - kept) - 0.6 * total) <= 1, name
 
 
-def test_resume_from_checkpoint_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("same_callback", [False, True])
+def test_resume_from_checkpoint_is_bit_identical(tmp_path, same_callback):
+    made: list[SparsifyCallback] = []
+
     def run(epochs: int, ckpt_path=None, save: bool = False) -> tuple[Tiny, SparsifyCallback]:
-        cb = SparsifyCallback(target=0.8, start=3, end="3ep", every=2, schedule="agp")
+        if same_callback and made:
+            cb = made[0]  # a second fit with the callback of the first
+        else:
+            cb = SparsifyCallback(target=0.8, start=3, end="3ep", every=2, schedule="agp")
+        made.append(cb)
         extra = []
         if save:
             extra = [pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1,
@@ -157,12 +164,13 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path):
         return model, cb
 
     whole, cb_whole = run(4, save=True)
+    mask_whole, steps_whole = cb_whole.sparsifier.mask, cb_whole.sparsifier.steps
     mid = tmp_path / "epoch=1.ckpt"  # after 2 of 4 epochs, mid-schedule
     assert mid.is_file()
     assert 0 < torch.load(mid, weights_only=False)["callbacks"]["SparsifyCallback"]["step"] < 30
     resumed, cb_resumed = run(4, ckpt_path=mid)
-    assert cb_resumed.sparsifier.steps == cb_whole.sparsifier.steps == 4 * BATCHES
-    assert cb_resumed.sparsifier.mask == cb_whole.sparsifier.mask
+    assert cb_resumed.sparsifier.steps == steps_whole == 4 * BATCHES
+    assert cb_resumed.sparsifier.mask == mask_whole and mask_whole.density() < 0.3
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
 

@@ -63,7 +63,8 @@ class SparsifyCallback(pl.Callback):
     `kwargs` are `Sparsifier`'s keyword arguments (granularity, scope, criterion, schedule,
     start, end, every, ...). The Sparsifier is built at `on_train_start`, when the optimizer
     exists, the number of batches per epoch is known and a checkpoint has been restored;
-    `sparsifier` is None before. `log` names the logged sparsity (None: not logged).
+    `sparsifier` is None before. The sparsity is logged as `log` after each batch and as
+    f"{log}_epoch" at each epoch's end (log=None: not logged).
     """
 
     def __init__(self, target: float, *, log: str | None = "sparsity", **kwargs: Any):
@@ -160,10 +161,5 @@ class SparsifyCallback(pl.Callback):
         return self.sparsifier.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Kept until `on_train_start` builds the Sparsifier (checkpoints load before)."""
-        if not state_dict:
-            return
-        if self.sparsifier is not None:
-            self.sparsifier.load_state_dict(state_dict)
-        else:
-            self._pending = dict(state_dict)
+        """Kept until `on_train_start` builds the fit's Sparsifier (checkpoints load before)."""
+        self._pending = dict(state_dict) if state_dict else None
