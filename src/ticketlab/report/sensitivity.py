@@ -68,11 +68,14 @@ def sensitivity_table(result: dict[str, Any]) -> Table:
     split = result["asked"]["split"]
     targets = list(dict.fromkeys(result["asked"]["sparsities"]))
     base = result["baseline"]
+    left_out = [la["layer"] for la in result["layers"] if not la["analysed"]]
+    note = (f"; left out ({result['asked']['granularity']} does not apply): "
+            f"{', '.join(left_out)}" if left_out else "")
     table = Table(title=f"{split_label(split)} (%) with one layer pruned alone to each "
                   f"sparsity: {_subtitle(result).replace(chr(10), ' ')}",
                   caption=f"baseline (no layer cut): {100 * base['accuracy']:.2f}%; "
                   "\\[reached %] where whole groups or the ticket's own pruning moved the "
-                  "sparsity away from the target")
+                  "sparsity away from the target" + escape(note))
     table.add_column("layer")
     table.add_column("weights", justify="right")
     table.add_column("now %", justify="right")
