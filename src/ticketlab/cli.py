@@ -615,6 +615,70 @@ def cmd_supermask(args: argparse.Namespace) -> int:
     return 0
 
 
+SENSITIVITY_HELP = """Per-layer sensitivity (as Distiller and fasterai offer it): cut each
+layer of one finished unit of a run ALONE (every other layer as its mask has it) to each
+sparsity with a criterion at a granularity, and measure accuracy with no retraining.
+Sparsities are fractions of the layer's weights pruned in total; a target at or below what
+the ticket already prunes cuts nothing. Measured on the validation split: choosing per-layer
+rates from test accuracy is selection on test (--split test is allowed, and labelled).
+Writes OUT/sensitivity.json and sensitivity.{png,svg}."""
+
+
+def add_sensitivity(sub: argparse._SubParsersAction) -> None:
+    from ticketlab.experiments.sensitivity import DEFAULT_SPARSITIES, SPLITS
+    from ticketlab.pruning import GRANULARITIES, REDUCTIONS
+
+    p = sub.add_parser("sensitivity", help="accuracy with each layer pruned alone, no "
+                       "retraining", description=SENSITIVITY_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--level", type=int, default=0, help="which level's unit (0: the trained "
+                   "dense network)")
+    p.add_argument("--seed", type=int, help="which seed (default: the first)")
+    p.add_argument("--variant", default="ticket", help="which variant of the level")
+    p.add_argument("--sparsities", type=_fractions, default=DEFAULT_SPARSITIES,
+                   metavar="LIST", help="fractions of each layer's weights pruned, in [0, 1)")
+    p.add_argument("--granularity", type=str.lower, choices=GRANULARITIES, default="weight",
+                   help="what one cut removes: weights, or whole filters/rows, channels/"
+                   "columns, kernels")
+    p.add_argument("--criterion", default="large_final", help="which weights or groups go "
+                   "first: the lowest scores of this criterion (see `find --criterion`)")
+    p.add_argument("--reduce", type=str.lower, choices=REDUCTIONS, default="l1",
+                   help="a group's score from its weights' (structured granularities)")
+    p.add_argument("--split", type=str.lower, choices=SPLITS, default="val",
+                   help="where accuracy is measured")
+    p.add_argument("--out", type=Path, metavar="DIR", help="where the files go (default "
+                   "RUN_DIR/sensitivity)")
+    p.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: "
+                   "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
+                   "cuda:N or mps")
+    add_setting(p, RUNTIME_FIELDS["threads"])  # the same option as find's
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sensitivity)
+    show_defaults(p)
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from ticketlab.experiments.sensitivity import analyze_run, write_result
+    from ticketlab.report.sensitivity import sensitivity_table
+
+    store = RunStore.open(args.run_dir)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, disable=args.quiet,
+                  transient=True) as progress:
+        task = progress.add_task("layers x sparsities", total=None)
+        result = analyze_run(
+            store, level=args.level, seed=args.seed, variant=args.variant,
+            sparsities=args.sparsities, granularity=args.granularity, criterion=args.criterion,
+            reduce=args.reduce, split=args.split, data_dir=args.data_dir, device=args.device,
+            progress=lambda done, total: progress.update(task, completed=done, total=total))
+    paths = write_result(result, args.out or args.run_dir / "sensitivity")
+    out.print(sensitivity_table(result))
+    out.print(f"written: {', '.join(map(str, paths))}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from ticketlab.models import MODELS
     rows = MODELS.listing()
@@ -698,6 +762,7 @@ def build_parser() -> Parser:
     p.add_argument("--quiet", action="store_true", help="no spinner")
     p.set_defaults(func=cmd_supermask)
     show_defaults(p)
+    add_sensitivity(sub)
     sub.add_parser("presets", help="list the paper presets and their settings",
                    description="List the presets of `ticketlab find --preset NAME` with every "
                    "setting they fix.").set_defaults(func=cmd_presets)
