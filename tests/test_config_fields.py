@@ -126,7 +126,7 @@ def test_augment_default_in_another_spelling_renames_no_run():
 def test_always_fields_stay_in_the_hash_and_never_fields_stay_out():
     science = ExperimentConfig().science()
     for flat in FIELDS.values():
-        owner = science if flat.section is None else science[flat.section]
+        owner = science if flat.section is None else science.get(flat.section, {})
         if flat.meta["hash"] == "always":
             assert flat.key in owner, flat.key  # at their defaults too: pinned names
         if flat.meta["hash"] == "never":
@@ -135,6 +135,15 @@ def test_always_fields_stay_in_the_hash_and_never_fields_stay_out():
     for key, value in (("seeds", (0, 1, 2)), ("levels", 3), ("controls", ("reinit",))):
         assert FIELDS[key].meta["hash"] == "never"
         assert apply_overrides(ExperimentConfig(), {key: value}).run_name() == name
+
+
+def test_a_section_at_its_defaults_leaves_the_hash():
+    """find runs have no sparsify section in their science, so their names did not change
+    when it was added; a sparsify run's has it, and its own kind."""
+    assert "sparsify" not in ExperimentConfig().science()
+    sparse = apply_overrides(ExperimentConfig(), {"target": 0.9})
+    assert sparse.science()["sparsify"] == {"target": 0.9}
+    assert sparse.run_name().startswith("sparsify_") and sparse.kind == "sparsify"
 
 
 def test_setting_refuses_an_unknown_hash_rule():
