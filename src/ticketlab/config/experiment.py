@@ -155,8 +155,9 @@ class PruningHparams:
     rate: float | None = setting(None, "fraction of the remaining weights pruned per level: "
                                  "for every group (layerwise) or overall (global; default 0.2)",
                                  hash="always")
-    exclude: tuple[str, ...] = setting((), "groups never pruned, e.g. output", metavar="GROUPS",
-                                       hash="always")
+    exclude: tuple[str, ...] = setting((), "groups never pruned, e.g. output (always added at a "
+                                       "structured granularity, where the output layer's rows "
+                                       "are the classes)", metavar="GROUPS", hash="always")
     criterion: str = setting("large_final", "which weights to keep (Zhou et al.; large_final is "
                              "magnitude pruning)", metavar="NAME", choices=_criterion_names,
                              canonical=_lower)
@@ -167,7 +168,8 @@ class PruningHparams:
     granularity: str = setting(
         "weight", "what one pruning decision removes: a weight, or a whole filter (conv output "
         "channel) / row (linear output neuron), channel / column (input), kernel; filter and "
-        "row are one granularity (each layer pruned by its kind), so are channel and column",
+        "row are one granularity (each layer pruned by its kind), so are channel and column; "
+        "the output layer is then left unpruned (--exclude output is implied)",
         choices=GRANULARITIES, canonical=_lower)
     reduce: str = setting("l1", "how a group's per-weight scores become one score: l1 or l2 "
                           "norm, or mean (comparable across layers with groups of different "
@@ -296,6 +298,8 @@ class ExperimentConfig:
             values[key] = canon(value) if canon else value
         with contextlib.suppress(TicketlabError):  # unknown: validate() names the choices
             values["dataset"] = _dataset_name(get_dataset(values["dataset"]).name)
+        if values["granularity"] in GRANULARITIES[1:] and "output" not in values["exclude"]:
+            values["exclude"] = (*values["exclude"], "output")  # a pruned output row: a class
         return _replace_flat(self, values)
 
     @classmethod
@@ -424,6 +428,7 @@ class ExperimentConfig:
         forward, so a model that does not fit the images, or a pruning group it does not
         have, is refused before anything trains."""
         from ticketlab.models import prunable_groups
+        from ticketlab.pruning import Mask, check_structured
 
         name, shape = self.model.model, tuple(info.input_shape)
         try:
@@ -445,6 +450,7 @@ class ExperimentConfig:
                     raise TicketlabError(
                         f"unknown group '{g}' in {what}: {name} has the groups "
                         f"{', '.join(groups)}; name one of those")
+        check_structured(Mask.dense(model), p.granularity, p.reduce, p.criterion, p.exclude)
 
     def budget(self, iterations_per_epoch: int) -> tuple[int, int]:
         """(rewind step, training steps) in iterations, checked against each other."""

@@ -10,11 +10,17 @@ entry, listed in `--help`. Level 0 (the dense training) is not a variant.
 - reinit: the ticket's mask with a fresh initialisation (another seed), trained from the
   rewind step like the ticket, so only the initial values differ (batch norm starts as a
   fresh network's: weight 1, bias 0, running mean 0 and variance 1);
-- random: a random mask with the ticket's per-tensor counts, from the rewind-point weights;
+- random: a random mask with the ticket's per-tensor counts, from the rewind-point weights
+  (at a structured granularity: as many whole groups removed per tensor, at random places);
 - reshuffle, signed_constant, random_signed_constant: what the kept weights start from
   (Mask-1 actions, `pruning.actions`);
 - freeze_init, freeze_init_zero_mask: pruned weights held at their rewind-point values
   instead of zero (Mask-0 actions), the latter only those that grew in training.
+
+At a structured granularity (`--granularity filter`...) the ticket's levels remove whole
+groups (`structured_mask`); reinit and the mask actions need nothing else, since they act on
+the kept weights of whatever mask the ticket has (a Mask-0 action then holds whole pruned
+filters at their rewind values).
 """
 
 from __future__ import annotations
@@ -30,9 +36,13 @@ from ticketlab.experiments.store import Unit
 from ticketlab.pruning import (
     Mask,
     apply_mask1,
+    criterion_scores,
     frozen_values,
+    magnitude_scores,
     prune_by_criterion,
     prune_magnitude,
+    prune_structured,
+    prune_structured_to_density,
     random_like,
     rates_for_density,
     threshold_mask,
@@ -108,12 +118,43 @@ class Ticket(Variant):
         final = ctx.store.load_weights(previous, "final")
         if p.threshold is not None:
             return threshold_mask(final, mask, p.threshold)
+        if p.granularity != "weight":
+            return structured_mask(ctx, unit, mask, final)
         if p.criterion == "large_final":
             return prune_magnitude(final, mask, rates, scope=p.scope, exclude=p.exclude)
         # initial weights = the rewind point, what the kept weights are reset to
         return prune_by_criterion(
             p.criterion, rewind_state(ctx, unit), final, mask, rates, scope=p.scope,
             exclude=p.exclude, seed=derive_seed(seed, "criterion", level))
+
+
+def structured_mask(ctx: Context, unit: Unit, mask: Mask, final: dict[str, torch.Tensor]
+                    ) -> Mask:
+    """The ticket's cut at a structured granularity: whole groups (filters, neurons...) by
+    their reduced criterion scores, with the same scores and seeds as at `weight`.
+
+    One-shot: layer-wise rates from `rates_for_density` (each tensor's groups are equal in
+    size, so its weight density follows up to one group); global scope searches the number
+    of pooled groups that brings the weight density closest to the target
+    (`prune_structured_to_density`), since a global rate counts groups, not weights.
+    The output layer is left out: the configuration adds it to `exclude` at a structured
+    granularity (its rows are the classes).
+    """
+    c, p = ctx.config, ctx.config.pruning
+    if p.criterion == "large_final":
+        scores = magnitude_scores(final, mask)
+    else:
+        scores = criterion_scores(p.criterion, rewind_state(ctx, unit), final, mask,
+                                  seed=derive_seed(unit.seed, "criterion", unit.level))
+    rates = p.rates_arg()
+    if c.one_shot:
+        density = c.one_shot[unit.level - 1]
+        if p.scope == "global":
+            return prune_structured_to_density(mask, scores, density, p.granularity, p.reduce,
+                                               exclude=p.exclude)
+        rates = rates_for_density(mask, rates, density, scope=p.scope, exclude=p.exclude)
+    return prune_structured(mask, scores, rates, p.granularity, p.reduce, scope=p.scope,
+                            exclude=p.exclude)
 
 
 @VARIANTS.register()
@@ -128,12 +169,13 @@ class Reinit(Variant):
 
 @VARIANTS.register()
 class Random(Variant):
-    """a random mask with the ticket's per-tensor counts, from the rewind point"""
+    """a random mask with the ticket's per-tensor counts (of removed groups when structured)"""
 
     name = "random"
 
     def mask(self, ctx: Context, unit: Unit) -> Mask:
-        return random_like(super().mask(ctx, unit), derive_seed(unit.seed, "random", unit.level))
+        return random_like(super().mask(ctx, unit), derive_seed(unit.seed, "random", unit.level),
+                           granularity=ctx.config.pruning.granularity)
 
 
 class _Mask1(Variant):

@@ -12,6 +12,7 @@ from ticketlab.pruning.actions import (
 from ticketlab.pruning.compare import jaccard
 from ticketlab.pruning.criteria import (
     CRITERIA,
+    NEGATIVE_SCORES,
     criterion_scores,
     prune_by_criterion,
     threshold_mask,
@@ -22,16 +23,19 @@ from ticketlab.pruning.freeze import FrozenEnforcer, enforce_frozen
 from ticketlab.pruning.granularity import (
     GRANULARITIES,
     REDUCTIONS,
+    check_structured,
     group_dims,
     group_scores,
     prune_structured,
+    prune_structured_to_density,
 )
 from ticketlab.pruning.magnitude import magnitude_scores, prune, prune_magnitude
 from ticketlab.pruning.mask import Mask
 from ticketlab.pruning.random import random_like
 
-__all__ = ["CRITERIA", "GRANULARITIES", "MASK0_ACTIONS", "MASK1_ACTIONS", "REDUCTIONS",
-           "FrozenEnforcer", "Mask", "MaskEnforcer", "apply_mask1", "criterion_scores",
-           "enforce_frozen", "enforce_mask", "frozen_values", "group_dims", "group_scores",
-           "jaccard", "magnitude_scores", "prune", "prune_by_criterion", "prune_magnitude",
-           "prune_structured", "random_like", "rates_for_density", "threshold_mask"]
+__all__ = ["CRITERIA", "GRANULARITIES", "MASK0_ACTIONS", "MASK1_ACTIONS", "NEGATIVE_SCORES",
+           "REDUCTIONS", "FrozenEnforcer", "Mask", "MaskEnforcer", "apply_mask1",
+           "check_structured", "criterion_scores", "enforce_frozen", "enforce_mask",
+           "frozen_values", "group_dims", "group_scores", "jaccard", "magnitude_scores", "prune",
+           "prune_by_criterion", "prune_magnitude", "prune_structured",
+           "prune_structured_to_density", "random_like", "rates_for_density", "threshold_mask"]

@@ -154,6 +154,12 @@ for _base in SAME_SIGN_BASES:
                  f"{_base}, weights whose sign flipped in training pruned first")
 
 
+NEGATIVE_SCORES = frozenset({"small_final", "small_init", "magnitude_increase",
+                             "magnitude_increase_same_sign"})
+"""Criteria whose finite scores can be negative: a group's score must then be their mean,
+not a norm (`pruning.granularity.group_scores`)."""
+
+
 def get_criterion(name: str) -> Criterion:
     return CRITERIA.get(name)
 

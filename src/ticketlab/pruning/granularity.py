@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ticketlab.errors import TicketlabError
+from ticketlab.pruning.criteria import NEGATIVE_SCORES
 from ticketlab.pruning.magnitude import Rates, _check_rate, _lowest, prune
 from ticketlab.pruning.mask import Mask
 
@@ -199,3 +200,70 @@ def prune_structured(mask: Mask, scores: Mapping[str, Tensor], rates: Rates,
                 if local.numel():
                     remove(name, local.to(kept_idx[name].device))
     return mask.with_tensors({k: v.contiguous() for k, v in new.items()})
+
+
+def _remaining_groups(mask: Mask, granularity: str, exclude: tuple[str, ...]) -> int:
+    """Groups of the pool (tensors not excluded) that still keep a weight."""
+    return sum(int(_as_groups(m, group_dims(m.shape, granularity, name)).any(1).sum())
+               for name, m in mask.items() if mask.groups[name] not in exclude)
+
+
+def prune_structured_to_density(mask: Mask, scores: Mapping[str, Tensor], density: float,
+                                granularity: str = "filter", reduce: str = "l1", *,
+                                exclude: tuple[str, ...] = ()) -> Mask:
+    """Global structured pruning to a *weight* density, for one-shot runs.
+
+    A global rate counts pooled groups, and groups differ in size across layers, so no rate
+    computed from counts alone hits a weight density. Removing the n lowest groups of one
+    ranking removes more weights as n grows, so the n whose result is closest to `density` is
+    found by bisection (ties: fewer groups). The density reached is exact up to one group.
+    """
+    if not 0 < density <= 1:
+        raise TicketlabError(f"density must be a fraction in (0, 1], got {density}")
+    if granularity == "weight":
+        raise TicketlabError("prune_structured_to_density prunes groups: at weight "
+                             "granularity use rates_for_density with prune")
+    pool = _remaining_groups(mask, granularity, exclude)
+
+    def cut(n: int) -> Mask:
+        return prune_structured(mask, scores, n / pool, granularity, reduce, scope="global",
+                                exclude=exclude)
+
+    if density > mask.density():
+        raise TicketlabError(f"the mask keeps {mask.density():.4f} already, less than the "
+                             f"target density {density}: pruning cannot add weights back")
+    if density == mask.density() or pool < 2:
+        return mask.with_tensors({k: v.clone() for k, v in mask.items()})
+    floor = cut(pool - 1)  # every remaining group of the pool but one removed
+    if floor.density() > density:
+        raise TicketlabError(f"density {density} is below what global {granularity} pruning "
+                             f"can reach ({floor.density():.4f}, one group left, excluded "
+                             "layers whole): choose a higher density")
+    lo, hi = 0, pool - 1  # cut(lo) is above the target, cut(hi) at or below it
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cut(mid).density() > density else (lo, mid)
+    above, below = cut(lo), cut(hi)
+    return above if above.density() - density <= density - below.density() else below
+
+
+def check_structured(mask: Mask, granularity: str, reduce: str, criterion: str,
+                     exclude: tuple[str, ...] = ()) -> None:
+    """Refuses, before anything trains, a granularity a pruned tensor has no groups for, and
+    a norm reduction of a criterion whose scores can be negative (a norm ignores the sign:
+    l1 of small_final's -|w| ranks groups exactly as large_final does)."""
+    if granularity == "weight":
+        return
+    for name, m in mask.items():
+        group = mask.groups[name]
+        if group in exclude:
+            continue
+        if granularity == "kernel" and m.dim() < 3:
+            raise TicketlabError(f"kernel granularity needs conv weights, but {name} (group "
+                                 f"'{group}') is {m.dim()}-D: add --exclude {group}, or prune "
+                                 "by filter or channel")
+        group_dims(m.shape, granularity, name)
+    if criterion in NEGATIVE_SCORES and reduce != "mean":
+        raise TicketlabError(f"criterion {criterion} scores can be negative and the {reduce} "
+                             f"norm ignores sign (it would rank like another criterion): use "
+                             "--reduce mean")
