@@ -146,11 +146,25 @@ def test_global_ranks_groups_across_tensors_and_counts_groups():
     assert removed_groups(new["a"], (0,)) == [1]
     assert removed_groups(new["b"], (0,)) == [0, 2]
     assert new.counts() == {"a": (36, 48), "b": (12, 20)}
-    # Ties go by position: parameter order first, then group order.
+    # Ties go by position: parameter order first, then group order; each tensor's first
+    # best group is kept whatever the rate (global pruning never empties a layer).
     same = {"a": torch.ones(CONV), "b": torch.ones(LIN)}
     tied = prune_structured(mask, same, 5 / 9, "filter", "mean", scope="global")
-    assert removed_groups(tied["a"], (0,)) == [0, 1, 2, 3]
-    assert removed_groups(tied["b"], (0,)) == [0]
+    assert removed_groups(tied["a"], (0,)) == [1, 2, 3]
+    assert removed_groups(tied["b"], (0,)) == [1, 2]
+
+
+def test_global_never_removes_a_layers_last_group():
+    """l1 grows with group size: the 4-weight rows of b all score below a's 12-weight filters,
+    and a high global rate would empty b, cutting the network in two."""
+    mask = dense(a=CONV, b=LIN)
+    s = {"a": torch.full(CONV, 1.0), "b": torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7]).view(5, 1)
+         .expand(LIN).contiguous()}
+    new = prune_structured(mask, s, 0.6, "filter", "l1", scope="global")  # 5 of 9 groups
+    assert removed_groups(new["b"], (0,)) == [1, 2, 3, 4]  # all of b's but its best row
+    assert removed_groups(new["a"], (0,)) == [1]  # a tie: by position, after the kept 0
+    everything = prune_structured(mask, s, 1.0 - 1e-9, "filter", "l1", scope="global")
+    assert everything.counts() == {"a": (12, 48), "b": (4, 20)}  # one group each
 
 
 def test_exclude_leaves_groups_unpruned():

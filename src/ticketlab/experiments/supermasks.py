@@ -63,6 +63,10 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
     if alpha is not None:
         check_alpha(alpha)
     config = ExperimentConfig.from_science(store.config()["science"])
+    if config.pruning.granularity != "weight":
+        raise TicketlabError(f"{store.root.name} prunes by {config.pruning.granularity}; "
+                             "supermasks are scored on single weights: scan a run made with "
+                             "--granularity weight")
     seeds = sorted({r["seed"] for r in store.summary()["records"] if r["level"] == 0})
     if not seeds:
         raise TicketlabError(f"{store.root} has no finished dense level: run ticketlab find "

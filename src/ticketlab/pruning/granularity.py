@@ -141,6 +141,8 @@ def prune_structured(mask: Mask, scores: Mapping[str, Tensor], rates: Rates,
     of the pooled *groups* (not of weights): groups differ in size across layers, so the
     fraction of weights removed follows from which layers lose groups. l1 grows with group
     size, so global l1 prunes layers with small groups first; `mean` compares like with like.
+    Global scope never removes a tensor's last group (its best-scoring one is kept): a layer
+    with no filter or neuron left cuts the network in two, which no rate asks for.
 
     At `weight` granularity (no targets) this is `prune` itself; `reduce` is then unused.
     """
@@ -192,8 +194,15 @@ def prune_structured(mask: Mask, scores: Mapping[str, Tensor], rates: Rates,
         names = [k for k in kept_idx if k not in override]
         if names:
             pool = torch.cat([pooled[k].cpu().double() for k in names])
-            chosen = _lowest(pool, round(float(rates) * pool.numel()))
             offsets = torch.tensor([0, *[pooled[k].numel() for k in names]]).cumsum(0)
+            protected = 0
+            for j in range(len(names)):  # each tensor's best group is never removed
+                lo, hi = int(offsets[j]), int(offsets[j + 1])
+                if hi > lo:
+                    pool[lo + int(pool[lo:hi].argmax())] = math.inf
+                    protected += 1
+            n = min(round(float(rates) * pool.numel()), pool.numel() - protected)
+            chosen = _lowest(pool, n)
             for j, name in enumerate(names):
                 lo, hi = int(offsets[j]), int(offsets[j + 1])
                 local = chosen[(chosen >= lo) & (chosen < hi)] - lo
@@ -237,8 +246,8 @@ def prune_structured_to_density(mask: Mask, scores: Mapping[str, Tensor], densit
     floor = cut(pool - 1)  # every remaining group of the pool but one removed
     if floor.density() > density:
         raise TicketlabError(f"density {density} is below what global {granularity} pruning "
-                             f"can reach ({floor.density():.4f}, one group left, excluded "
-                             "layers whole): choose a higher density")
+                             f"can reach ({floor.density():.4f}, one group per layer left, "
+                             "excluded layers whole): choose a higher density")
     lo, hi = 0, pool - 1  # cut(lo) is above the target, cut(hi) at or below it
     while hi - lo > 1:
         mid = (lo + hi) // 2

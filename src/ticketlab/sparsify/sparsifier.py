@@ -21,7 +21,7 @@ from torch import nn
 
 from ticketlab.config.step import Step
 from ticketlab.errors import TicketlabError
-from ticketlab.pruning.criteria import criterion_scores, get_criterion
+from ticketlab.pruning.criteria import NEGATIVE_SCORES, criterion_scores, get_criterion
 from ticketlab.pruning.enforce import MaskEnforcer
 from ticketlab.pruning.granularity import GRANULARITIES, REDUCTIONS, group_dims, prune_structured
 from ticketlab.pruning.mask import Mask
@@ -154,6 +154,10 @@ class Sparsifier:
         for name in self._mask:  # checks granularity against each pruned tensor's shape
             if self._target_of(name) > 0:
                 group_dims(self._mask[name].shape, granularity, name)
+        if criterion in NEGATIVE_SCORES and granularity != "weight" and reduce != "mean":
+            raise TicketlabError(f"criterion {criterion} scores can be negative and the {reduce} "
+                                 "norm ignores sign (it would rank like another criterion): "
+                                 "use reduce='mean'")
         params = dict(model.named_parameters())
         self._init = {k: params[k].detach().clone() for k in self._mask}
         self._count = 0
