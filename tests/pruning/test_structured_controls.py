@@ -85,7 +85,7 @@ def test_random_like_keeps_partial_groups_and_weight_path():
     assert random_like(mask, 5, "weight") == random_like(mask, 5)
 
 
-@pytest.mark.parametrize("density", [0.7, 0.4, 0.15])
+@pytest.mark.parametrize("density", [0.7, 0.4, 0.2])  # 0.18: one filter per layer
 @pytest.mark.parametrize("reduce", ["l1", "mean"])
 def test_global_structured_one_shot_is_the_closest_group_count(density, reduce):
     mask, s = dense(), scores(1)
