@@ -86,3 +86,41 @@ def test_removing_the_enforcement_stops_it():
     handle.remove()
     user_loop(model, optimizer, steps=3)
     assert (pruned_values(model, mask) != 0).any()
+
+
+def _closure_loop(model, optimizer, steps=10, after=None):
+    """The backward pass inside optimizer.step(closure), as LBFGS and Lightning run it."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x, y = torch.randn(16, 20, generator=gen), torch.randint(0, 5, (16,), generator=gen)
+
+        def closure(x=x, y=y):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        if after:
+            after()
+
+
+@pytest.mark.parametrize("sparsifier", [False, True])
+def test_a_closure_optimizer_keeps_pruned_momentum_zero(sparsifier):
+    """The step pre-hook runs before the closure's backward; the gradient hook catches it."""
+    from ticketlab.sparsify import Sparsifier
+
+    model = UserNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    if sparsifier:
+        sp = Sparsifier(model, optimizer, target=0.6, start=0, end=3)
+        _closure_loop(model, optimizer, after=sp.step)
+        mask = sp.mask
+    else:
+        mask = prune_magnitude(model, Mask.dense(model), 0.6)
+        with enforce_mask(model, mask, optimizer):
+            _closure_loop(model, optimizer)
+    params = dict(model.named_parameters())
+    for k, m in mask.items():
+        assert (~m).any()
+        assert torch.all(optimizer.state[params[k]]["momentum_buffer"][~m] == 0), k

@@ -4,7 +4,9 @@ No forward hooks and no reparametrisation (unlike torch.nn.utils.prune): the par
 plain tensors, so state dicts load into plain models and deepcopy works. Instead, around each
 optimizer step, the gradients of pruned weights are zeroed (so Adam/momentum state of pruned
 entries stays zero) and afterwards the pruned weights are zeroed again (so nothing an
-optimizer does, weight decay included, can revive them).
+optimizer does, weight decay included, can revive them). Gradients are zeroed as each
+backward pass accumulates them too (a tensor hook), because an optimizer stepped with a
+closure (LBFGS, Lightning's loop) runs the backward pass *inside* `step`, after its pre-hooks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ class MaskEnforcer:
         # Detached views share the parameters' storage: in-place ops on them need no no_grad.
         self.weights = [p.detach() for p in self.params]
         self.masks = [mask[k].to(device=params[k].device, dtype=params[k].dtype) for k in names]
+        self.by_name = dict(zip(names, self.masks))
+
+    def zero_grad_of(self, name: str, param: torch.Tensor) -> None:
+        """Zeroes the pruned entries of one parameter's gradient (no-op if none pruned)."""
+        m = self.by_name.get(name)
+        if m is not None and param.grad is not None:
+            param.grad.mul_(m)
 
     def zero_weights(self) -> None:
         if self.weights:
@@ -92,5 +101,16 @@ def install(enforcer: MaskEnforcer, optimizer: torch.optim.Optimizer | None) -> 
         handles = [
             optimizer.register_step_pre_hook(lambda *_: enforcer.zero_grads()),
             optimizer.register_step_post_hook(lambda *_: enforcer.zero_weights()),
+            *grad_hooks(enforcer.params, enforcer.masks),
         ]
     return Enforcement(enforcer, handles)
+
+
+def grad_hooks(params: list[torch.Tensor], masks: list[torch.Tensor]) -> list:
+    """Zero each pruned gradient entry as soon as a backward pass has accumulated it."""
+    def hook(m: torch.Tensor):
+        def zero(p: torch.Tensor) -> None:
+            if p.grad is not None:
+                p.grad.mul_(m)
+        return zero
+    return [p.register_post_accumulate_grad_hook(hook(m)) for p, m in zip(params, masks)]

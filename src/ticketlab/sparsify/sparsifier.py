@@ -173,9 +173,16 @@ class Sparsifier:
         given the optimizer; a training loop that creates its own calls this)."""
         self.remove()
         self.optimizer = optimizer
+        params = dict(self.model.named_parameters())
+
+        def grad_hook(name: str):  # the mask changes: look the enforcer up at each backward
+            return lambda p: self._enforcer.zero_grad_of(name, p)
+
         self._hooks = [
             optimizer.register_step_pre_hook(lambda *_: self._enforcer.zero_grads()),
             optimizer.register_step_post_hook(lambda *_: self._enforcer.zero_weights()),
+            # a closure's backward runs inside step(), after the pre-hook (LBFGS, Lightning)
+            *(params[k].register_post_accumulate_grad_hook(grad_hook(k)) for k in self._mask),
         ]
 
     # ------------------------------------------------------------------ set-up
