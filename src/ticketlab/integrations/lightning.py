@@ -25,9 +25,9 @@ means what it says. What is pruned is the LightningModule's `prunable_groups()` 
 one, otherwise every Linear and Conv weight (the last Linear is the `output` group).
 
 Lightning runs the backward pass inside `optimizer.step(closure)`, after the optimizer's
-step pre-hooks, so this callback zeroes the pruned weights' gradients in
-`on_before_optimizer_step` (after backward, before gradient clipping and the update): their
-momentum and Adam moments stay exactly zero, as under `enforce_mask`.
+step pre-hooks; the Sparsifier's gradient hooks zero pruned gradients as the backward pass
+accumulates them (before gradient clipping and the update), so their momentum and Adam
+moments stay exactly zero, as under `enforce_mask`.
 
 The callback's state (the Sparsifier's step count, mask and initial weights) goes into
 Lightning checkpoints, so `trainer.fit(..., ckpt_path=...)` resumes the schedule exactly;
@@ -41,8 +41,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ticketlab.errors import TicketlabError
-from ticketlab.pruning.enforce import MaskEnforcer
-from ticketlab.pruning.mask import Mask
 from ticketlab.sparsify.sparsifier import Sparsifier
 
 
@@ -74,7 +72,6 @@ class SparsifyCallback(pl.Callback):
         self._pending: Mapping[str, Any] | None = None
         self._trainer: pl.Trainer | None = None
         self._seen = 0  # trainer.global_step already passed to the Sparsifier
-        self._grads: tuple[Mask, MaskEnforcer] | None = None
 
     # ------------------------------------------------------------------ building
 
@@ -97,7 +94,7 @@ class SparsifyCallback(pl.Callback):
         if self._pending is not None:
             self.sparsifier.load_state_dict(self._pending)
             self._pending = None
-        self._trainer, self._seen, self._grads = trainer, trainer.global_step, None
+        self._trainer, self._seen = trainer, trainer.global_step
 
     @staticmethod
     def _steps_per_epoch(trainer: pl.Trainer) -> int | None:
@@ -108,15 +105,6 @@ class SparsifyCallback(pl.Callback):
         return math.ceil(batches / trainer.accumulate_grad_batches)
 
     # ------------------------------------------------------------------ each step
-
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: Any) -> None:
-        if self.sparsifier is None:
-            return
-        mask = self.sparsifier.mask
-        if self._grads is None or self._grads[0] is not mask:  # a prune makes a new Mask
-            self._grads = (mask, MaskEnforcer(pl_module, mask))
-        self._grads[1].zero_grads()
 
     def _catch_up(self) -> None:
         """One `Sparsifier.step()` per optimizer step taken since the last call."""
@@ -150,7 +138,6 @@ class SparsifyCallback(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.sparsifier is not None:
             self.sparsifier.remove()  # the optimizer's hooks; the mask stays readable
-        self._grads = None
 
     # ------------------------------------------------------------------ checkpoints
 
