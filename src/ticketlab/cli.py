@@ -643,7 +643,7 @@ def add_sensitivity(sub: argparse._SubParsersAction) -> None:
                    "columns, kernels")
     p.add_argument("--criterion", default="large_final", help="which weights or groups go "
                    "first: the lowest scores of this criterion (see `find --criterion`)")
-    p.add_argument("--reduce", type=str.lower, choices=REDUCTIONS, default="l1",
+    p.add_argument("--reduce", type=str.lower, choices=REDUCTIONS, default="mean",
                    help="a group's score from its weights' (structured granularities)")
     p.add_argument("--split", type=str.lower, choices=SPLITS, default="val",
                    help="where accuracy is measured")

@@ -112,7 +112,7 @@ def test_output_exclusion_is_recorded_and_weight_runs_keep_their_names():
 @pytest.mark.parametrize("values, needle", [
     ({"granularity": "kernel"}, "kernel granularity needs conv weights, but fc1.weight "
                                 "(group 'fc') is 2-D: add --exclude fc"),
-    ({"granularity": "filter", "criterion": "small_final"}, "use --reduce mean"),
+    ({"granularity": "filter", "criterion": "small_final", "reduce": "l1"}, "use --reduce mean"),
 ])
 def test_structured_settings_a_model_cannot_take_are_refused_before_training(values, needle):
     with pytest.raises(TicketlabError, match=needle.replace("(", r"\(").replace(")", r"\)")):

@@ -171,9 +171,11 @@ class PruningHparams:
         "row are one granularity (each layer pruned by its kind), so are channel and column; "
         "the output layer is then left unpruned (--exclude output is implied)",
         choices=GRANULARITIES, canonical=_lower)
-    reduce: str = setting("l1", "how a group's per-weight scores become one score: l1 or l2 "
-                          "norm, or mean (comparable across layers with groups of different "
-                          "sizes)", choices=REDUCTIONS, canonical=_lower)
+    reduce: str = setting("mean", "how a group's per-weight scores become one score: their "
+                          "mean, or their l1 or l2 norm. Within a layer (groups of one size) "
+                          "mean and l1 rank alike; across layers (global) a norm grows with "
+                          "group size and empties the layers with small groups first",
+                          choices=REDUCTIONS, canonical=_lower)
 
     def rates_arg(self) -> float | dict[str, float]:
         """What `prune` takes: the global rate, or one rate / {group: rate} layer-wise."""

@@ -81,7 +81,7 @@ def _groups_left(m: Tensor, granularity: str) -> int:
 
 
 def cut_layer(mask: Mask, scores: Tensor, name: str, target: float, granularity: str = "weight",
-              reduce: str = "l1") -> Tensor:
+              reduce: str = "mean") -> Tensor:
     """Tensor `name` of `mask` cut to `target` sparsity in total, lowest scores first (see
     the module's docstring for targets below the current sparsity and for whole groups)."""
     one = mask.with_tensors({name: mask[name]})
@@ -117,7 +117,7 @@ def _split(data: Dataset, split: str) -> tuple[Tensor, Tensor]:
 def sensitivity(model: nn.Module, mask: Mask, data: Dataset,
                 sparsities: tuple[float, ...] = DEFAULT_SPARSITIES, *,
                 granularity: str = "weight", criterion: str = "large_final",
-                reduce: str = "l1", split: str = "val",
+                reduce: str = "mean", split: str = "val",
                 init: Mapping[str, Tensor] | None = None, seed: int = 0,
                 batch_size: int = 2000, progress: Progress | None = None
                 ) -> list[dict[str, Any]]:
@@ -168,7 +168,7 @@ def sensitivity(model: nn.Module, mask: Mask, data: Dataset,
 def analyze_run(store: RunStore, *, level: int = 0, seed: int | None = None,
                 variant: str = "ticket", sparsities: tuple[float, ...] = DEFAULT_SPARSITIES,
                 granularity: str = "weight", criterion: str = "large_final",
-                reduce: str = "l1", split: str = "val", data_dir: Path | None = None,
+                reduce: str = "mean", split: str = "val", data_dir: Path | None = None,
                 device: str = "auto", progress: Progress | None = None) -> dict[str, Any]:
     """`sensitivity` of one finished unit of a `find` run: its final weights under its mask
     (level 0: the trained dense network), its rewind point as the criteria's initial weights.

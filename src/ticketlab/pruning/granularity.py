@@ -123,7 +123,7 @@ def _targets_by_tensor(mask: Mask, targets: Mapping[str, float] | None,
 
 
 def prune_structured(mask: Mask, scores: Mapping[str, Tensor], rates: Rates,
-                     granularity: str = "filter", reduce: str = "l1", *,
+                     granularity: str = "filter", reduce: str = "mean", *,
                      scope: str = "layerwise", exclude: tuple[str, ...] = (),
                      targets: Mapping[str, float] | None = None) -> Mask:
     """A new mask with a fraction of the *remaining groups* removed, lowest group scores first.
@@ -218,7 +218,7 @@ def _remaining_groups(mask: Mask, granularity: str, exclude: tuple[str, ...]) ->
 
 
 def prune_structured_to_density(mask: Mask, scores: Mapping[str, Tensor], density: float,
-                                granularity: str = "filter", reduce: str = "l1", *,
+                                granularity: str = "filter", reduce: str = "mean", *,
                                 exclude: tuple[str, ...] = ()) -> Mask:
     """Global structured pruning to a *weight* density, for one-shot runs.
 

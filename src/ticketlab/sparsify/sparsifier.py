@@ -101,7 +101,7 @@ class Sparsifier:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  target: float, granularity: str = "weight", scope: str = "local",
-                 criterion: str = "large_final", reduce: str = "l1", schedule: Any = "agp",
+                 criterion: str = "large_final", reduce: str = "mean", schedule: Any = "agp",
                  start: int | str | Step = 0, end: int | str | Step | None = None,
                  total: int | str | Step | None = None,
                  iterations_per_epoch: int | None = None, every: int = 1,
