@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -13,6 +14,7 @@ from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
 from ticketlab.models.base import to_fast_layout
 from ticketlab.pruning import Mask
+from ticketlab.pruning.channels import OUTPUT_GRANULARITIES, trace_followers, with_companions
 
 if TYPE_CHECKING:
     from ticketlab.training.loop import Progress
@@ -48,6 +50,23 @@ class Context:
     reporter: Reporter | None
     siblings: list[RunStore]  # runs with the same dense training, to borrow level 0 from
     together: bool = False  # a level's units train in one vectorised pass (plan_training)
+
+    @functools.cached_property
+    def followers(self) -> dict[str, list[str]] | None:
+        """At filter/row granularity, the biases and batch norms each layer's output channels
+        feed (`pruning.channels`), traced once on the meta device; None otherwise."""
+        if self.config.pruning.granularity not in OUTPUT_GRANULARITIES:
+            return None
+        c = self.config
+        with torch.device("meta"):
+            model = build_model(c.model.model, self.data.input_shape, self.data.num_classes,
+                                c.model.init, 0)
+            return trace_followers(model, torch.zeros(1, *self.data.input_shape))
+
+    def enforced(self, mask: Mask, frozen: dict[str, torch.Tensor] | None) -> Mask:
+        """What training holds at zero: the mask, with the biases and batch-norm channels of
+        removed filters (not when a mask-0 action holds pruned weights at values instead)."""
+        return mask if frozen else with_companions(mask, self.followers)
 
     def new_model(self, seed: int) -> torch.nn.Module:
         """A freshly initialised model from `seed`, on the run's device, in the memory

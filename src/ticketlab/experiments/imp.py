@@ -272,7 +272,7 @@ def _train_alone(ctx: Context, unit: Unit) -> None:
         on_snapshot = lambda state: store.save_weights(unit, "rewind", state)
     metrics = train(
         model, ctx.data, ctx.config.training, seed=unit.seed, start=start, end=ctx.end,
-        eval_every=ctx.eval_every, mask=mask.to(ctx.device), frozen=frozen,
+        eval_every=ctx.eval_every, mask=ctx.enforced(mask, frozen).to(ctx.device), frozen=frozen,
         snapshot_at=ctx.rewind if unit.level == 0 else None, on_snapshot=on_snapshot,
         checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every), progress=progress,
     )
@@ -306,7 +306,8 @@ def _train_together(ctx: Context, units: list[Unit]) -> None:
     metrics = train_replicates(
         [p[0] for p in prepared], ctx.data, ctx.config.training,
         seeds=[u.seed for u in units], start=start, end=ctx.end, eval_every=ctx.eval_every,
-        masks=[p[1].to(ctx.device) for p in prepared], frozen=[p[3] for p in prepared],
+        masks=[ctx.enforced(p[1], p[3]).to(ctx.device) for p in prepared],
+        frozen=[p[3] for p in prepared],
         snapshot_at=ctx.rewind if units[0].level == 0 else None, on_snapshot=on_snapshot,
         checkpoint=checkpoint, progress=progress,
     )

@@ -76,8 +76,8 @@ class Variant:
     def prepare(self, ctx: Context, unit: Unit) -> Prepared:
         mask = self.mask(ctx, unit)
         model = self.model(ctx, unit, mask)
-        mask.apply_(model)
         frozen = self.frozen(ctx, unit, mask)
+        ctx.enforced(mask, frozen).apply_(model)  # with removed filters' biases and BN
         if frozen:
             frozen = {k: v.to(ctx.device) for k, v in frozen.items()}
             params = dict(model.named_parameters())

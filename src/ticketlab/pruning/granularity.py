@@ -14,16 +14,10 @@ reports and mask comparison work unchanged. Granularities select the dims that i
 Linear weight `filter` prunes rows, on a conv weight `row` prunes filters, so one name prunes
 a whole CNN, its convs by filter and its classifier by neuron.
 
-Bias and batch norm. The mask covers weights only. A removed filter's conv output becomes its
-bias, a constant; a BatchNorm after it turns that constant into another constant (in training
-the batch mean is the constant itself, so the output is beta; in eval it is
-gamma * (bias - running_mean) / sqrt(running_var + eps) + beta). So the channel's dependence on
-the input is gone, but a constant channel remains and feeds the next layer, whose weights for
-it are kept. ticketlab does exactly this and nothing more: it masks neither the bias nor the
-BN parameters, and density counts weights only. A deploy step that removes the filter folds
-the constant (after the activation) into the next layer's bias, then deletes the channel from
-the conv weight, its bias, the BN and the next layer's input dim; that network computes the
-same function as the masked one.
+Bias and batch norm. The mask covers weights only, but a filter or neuron removed whole
+takes its bias and its batch-norm channel with it: wherever a filter/row mask is enforced
+(the Sparsifier, `find --granularity filter`), those entries are zeroed and held at zero too,
+so the channel outputs exactly 0 (`pruning.channels` says how). Density counts weights only.
 """
 
 from __future__ import annotations

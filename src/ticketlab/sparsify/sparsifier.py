@@ -21,6 +21,7 @@ from torch import nn
 
 from ticketlab.config.step import Step
 from ticketlab.errors import TicketlabError
+from ticketlab.pruning.channels import OUTPUT_GRANULARITIES, trace_followers, with_companions
 from ticketlab.pruning.criteria import NEGATIVE_SCORES, criterion_scores, get_criterion
 from ticketlab.pruning.enforce import MaskEnforcer
 from ticketlab.pruning.granularity import GRANULARITIES, REDUCTIONS, group_dims, prune_structured
@@ -161,6 +162,10 @@ class Sparsifier:
         params = dict(model.named_parameters())
         self._init = {k: params[k].detach().clone() for k in self._mask}
         self._count = 0
+        self._followers: dict[str, list[str]] | None = None
+        self._trace: Any = None
+        if granularity in OUTPUT_GRANULARITIES:  # a removed filter takes its bias and BN
+            self._trace = model.register_forward_pre_hook(self._trace_followers)
         self._enforcer = MaskEnforcer(model, self._mask)
         self._hooks: list = []
         if self.rewind == 0 and (self.lth or self.reset_end):
@@ -182,7 +187,8 @@ class Sparsifier:
             optimizer.register_step_pre_hook(lambda *_: self._enforcer.zero_grads()),
             optimizer.register_step_post_hook(lambda *_: self._enforcer.zero_weights()),
             # a closure's backward runs inside step(), after the pre-hook (LBFGS, Lightning)
-            *(params[k].register_post_accumulate_grad_hook(grad_hook(k)) for k in self._mask),
+            *(p.register_post_accumulate_grad_hook(grad_hook(k)) for k, p in params.items()
+              if p.requires_grad),  # weights, and biases and BN of removed channels
         ]
 
     # ------------------------------------------------------------------ set-up
@@ -276,8 +282,27 @@ class Sparsifier:
         reached, or without lth and reset_end): the ticket reset_end leaves."""
         if self._rewound is None:
             return None
-        return {k: v * self._mask[k] if k in self._mask else v.clone()
+        enforced = self._enforced(self._mask)
+        return {k: v * enforced[k].to(v.dtype) if k in enforced else v.clone()
                 for k, v in self._rewound.items()}
+
+    def _trace_followers(self, module: nn.Module, args: tuple) -> None:
+        """At the first forward: which biases and batch norms each layer's channels feed."""
+        self._trace.remove()
+        self._trace = None
+        if args and torch.is_tensor(args[0]):
+            self._followers = trace_followers(self.model, args[0][:1])
+            if self._mask.density() < 1.0:
+                self._set_mask(self._mask)  # pruned before any forward: add companions now
+
+    def _enforced(self, mask: Mask) -> Mask:
+        """What is held at zero: the mask, and at filter/row granularity the biases and
+        batch-norm channels of removed filters (`pruning.channels`)."""
+        followers = self._followers
+        if followers is None and self.granularity in OUTPUT_GRANULARITIES:
+            followers = {f"{n}.weight": [f"{n}.bias"] for n, m in self.model.named_modules()
+                         if getattr(m, "bias", None) is not None and f"{n}.weight" in mask}
+        return with_companions(mask, followers)
 
     def _save_rewind_point(self) -> None:
         state = self.model.state_dict()
@@ -343,7 +368,7 @@ class Sparsifier:
 
     def _set_mask(self, mask: Mask) -> None:
         self._mask = mask
-        self._enforcer = MaskEnforcer(self.model, mask)
+        self._enforcer = MaskEnforcer(self.model, self._enforced(mask))
         self._enforcer.zero_weights()
         if self.optimizer is not None:
             self._enforcer.zero_optimizer_state(self.optimizer)
