@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -137,6 +138,22 @@ def test_conv_model_kernels_filters_and_batch_norm_left_unchanged():
     assert same_state(before, state(model)) and model.training
     again = sensitivity(model, mask, data, (0.5,), granularity="filter", split="test")
     assert again == records
+    # a cut filter takes its batch-norm channel with it (as in training): the record is the
+    # accuracy of the model with those filters' weights and their BN gamma and beta zeroed
+    from ticketlab.pruning import criterion_scores
+    from ticketlab.training.evaluate import evaluate
+
+    cut = copy.deepcopy(model).eval()
+    final = {k: v.detach() for k, v in model.named_parameters() if k in mask}
+    m = cut_layer(mask, criterion_scores("large_final", final, final, mask)["0.weight"],
+                  "0.weight", 0.5, "filter", "mean")
+    dead = ~m.reshape(4, -1).any(1)
+    with torch.no_grad():
+        cut[0].weight.mul_(m)
+        cut[1].weight[dead] = 0
+        cut[1].bias[dead] = 0
+    loss, acc = evaluate(cut, data.x_test, data.y_test, 2000)
+    assert (records[1]["loss"], records[1]["accuracy"]) == (loss, acc)
 
 
 @pytest.mark.parametrize(("kwargs", "needle"), [

@@ -37,6 +37,7 @@ from ticketlab.experiments.imp import resolve_device
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
 from ticketlab.pruning import GRANULARITIES, REDUCTIONS, Mask, criterion_scores, group_dims
+from ticketlab.pruning.channels import OUTPUT_GRANULARITIES, trace_followers
 from ticketlab.pruning.criteria import get_criterion
 from ticketlab.pruning.granularity import prune_structured
 from ticketlab.training.evaluate import evaluate
@@ -151,17 +152,27 @@ def sensitivity(model: nn.Module, mask: Mask, data: Dataset,
                 "split": split}
 
     records = [record(None, None, 1 - mask.density())]
+    # a filter or neuron cut whole takes its bias and batch-norm channel with it, as in training
+    followers = (trace_followers(clone, x[:1]) if granularity in OUTPUT_GRANULARITIES
+                 else None)
     with torch.no_grad():
         for name in layers:
             p, original = params[name], params[name].detach().clone()
+            companions = (followers or {}).get(name, [])
+            kept = {k: params[k].detach().clone() for k in companions}
             for target in sparsities:
                 m = cut_layer(mask, scores[name], name, target, granularity, reduce)
                 p.copy_(original * m.to(p.device))
+                alive = m.reshape(m.shape[0], -1).any(1).to(p.device)
+                for k, v in kept.items():
+                    params[k].copy_(v * alive)
                 records.append(record(name, target, 1 - int(m.sum()) / m.numel()))
                 done += 1
                 if progress:
                     progress(done, total)
             p.copy_(original)
+            for k, v in kept.items():
+                params[k].copy_(v)
     return records
 
 
