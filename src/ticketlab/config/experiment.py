@@ -204,8 +204,9 @@ class SparsifyHparams:
     lth: bool = setting(False, "fasterai's lth: after each pruning step, reset the kept weights "
                         "(and batch norm) to the --rewind point and the optimizer state to "
                         "fresh, within the one run", action="store_true")
-    reset_end: bool = setting(False, "end on the final mask over the --rewind point's weights "
-                              "(a ticket to retrain), not the trained weights",
+    reset_end: bool = setting(False, "fasterai's reset_end: also keep the final mask on the "
+                              "--rewind point's state (rewind.safetensors, a ticket to "
+                              "retrain) beside the trained final weights",
                               action="store_true")
 
 
