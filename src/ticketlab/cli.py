@@ -648,7 +648,7 @@ def add_sensitivity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", type=str.lower, choices=SPLITS, default="val",
                    help="where accuracy is measured")
     p.add_argument("--out", type=Path, metavar="DIR", help="where the files go (default "
-                   "RUN_DIR/sensitivity)")
+                   "RUN_DIR/sensitivity/seed_S_level_LL_VARIANT_GRANULARITY_CRITERION_SPLIT)")
     p.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: "
                    "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
@@ -673,7 +673,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
             sparsities=args.sparsities, granularity=args.granularity, criterion=args.criterion,
             reduce=args.reduce, split=args.split, data_dir=args.data_dir, device=args.device,
             progress=lambda done, total: progress.update(task, completed=done, total=total))
-    paths = write_result(result, args.out or args.run_dir / "sensitivity")
+    asked = result["asked"]  # one folder per question: a second analysis keeps the first
+    default = (args.run_dir / "sensitivity" / f"seed_{result['seed']}_level_"
+               f"{result['level']:02d}_{result['variant']}_{asked['granularity']}_"
+               f"{asked['criterion']}_{asked['split']}")
+    paths = write_result(result, args.out or default)
     out.print(sensitivity_table(result))
     out.print(f"written: {', '.join(map(str, paths))}", highlight=False, soft_wrap=True)
     return 0

@@ -185,10 +185,11 @@ def test_sensitivity_cli(run, tmp_path, capsys):
     code, out, _ = cli(capsys, "sensitivity", str(run.root), "--sparsities", "0.5,0.9",
                        "--level", "1", "--quiet", "--device", "cpu")
     assert code == 0 and "fc2.weight" in out and "validation accuracy" in out
-    saved = json.loads((run.root / "sensitivity" / "sensitivity.json").read_text())
+    folder = run.root / "sensitivity" / "seed_0_level_01_ticket_weight_large_final_val"
+    saved = json.loads((folder / "sensitivity.json").read_text())
     assert saved["level"] == 1 and saved["asked"]["sparsities"] == [0.5, 0.9]
     assert len(saved["records"]) == 6 and saved["baseline"]["layer"] is None
-    assert (run.root / "sensitivity" / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
     code, out, _ = cli(capsys, "sensitivity", str(run.root), "--sparsities", "0.5",
                        "--split", "test", "--granularity", "row", "--out",
                        str(tmp_path / "s"), "--quiet", "--device", "cpu")
