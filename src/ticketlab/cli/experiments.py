@@ -1,0 +1,157 @@
+"""The commands that train: `find` (lottery tickets by IMP or one-shot pruning),
+`sparsify` (gradual pruning inside one run) and `criteria` (mask criteria compared)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from ticketlab.cli.display import RichReporter, err, out
+from ticketlab.cli.options import FIND_ONLY, _names, add_experiment_arguments, resolve
+from ticketlab.errors import TicketlabError
+from ticketlab.experiments.store import RunStore
+from ticketlab.threads import apply_threads
+from ticketlab.training import interrupt
+
+FIND_HELP = """Find lottery tickets by iterative magnitude pruning (IMP) with rewinding, or
+by one-shot pruning (--one-shot, --threshold).
+
+With no options it runs the embedded default: LeNet-300-100 on scikit-learn's 8x8 digits,
+10 levels, with the reinit and random controls (under a minute on 2 CPU cores). Settings come
+from the defaults, then --preset NAME (see `ticketlab presets`), then --config FILE (TOML,
+keys named like the options), then the options. Results go to
+OUT/imp_<model>_<dataset>_<hash>/ (oneshot_... for one-shot); the same command resumes an
+interrupted run and prints a finished one without recomputing it."""
+
+
+SPARSIFY_HELP = """Prune gradually inside one training run (Zhu & Gupta; fasterai's
+SparsifyCallback): each seed trains once while --target sparsity is reached on
+--sparsity-schedule over [--prune-start, --prune-end], by --criterion, --granularity (weights,
+or whole filters / neurons) and --scope. This is not a lottery ticket search (that is `find`);
+--lth imitates it inside the one run, rewinding to --rewind after each pruning step.
+
+Settings come from the defaults, then --preset, then --config, then the options, as in
+`find`. Results go to OUT/sparsify_<model>_<dataset>_<hash>/seed_S/level_00/sparsify/ (mask,
+weights, metrics, sparsity at each evaluation); the same command resumes an interrupted run.
+The test accuracy reported is at the validation early stop among the evaluations made with
+the final mask."""
+
+
+CRITERIA_HELP = """Compare mask criteria (Zhou et al. 2019): for each criterion, prune the
+trained dense network one-shot to each --one-shot density with that criterion, rewind and
+retrain (one run per criterion, sharing the dense training), then score every criterion's
+masks on the untrained network (supermasks, with same-sign variants and random masks), and
+write one report overlaying all criteria into --report. Takes every option of `find`."""
+
+
+def add_find(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("find", help="find tickets: iterative or one-shot pruning, controls",
+                       description=FIND_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_experiment_arguments(p)
+    p.set_defaults(func=cmd_find)
+
+
+def add_sparsify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sparsify", help="prune gradually while training once (fasterai's way)",
+                       description=SPARSIFY_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_experiment_arguments(p, omit=FIND_ONLY)
+    p.set_defaults(func=cmd_sparsify)
+
+
+def add_criteria(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("criteria", help="compare mask criteria: retrained and untrained",
+                       description=CRITERIA_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_experiment_arguments(p)
+    g = p.add_argument_group("criteria")
+    g.add_argument("--criteria", type=_names, metavar="LIST", dest="criteria_list",
+                   help="criteria to compare (default: the nine of Zhou et al.: "
+                   f"{','.join(ZHOU_CRITERIA)})")
+    g.add_argument("--report", type=Path, metavar="DIR", required=True,
+                   help="where the overlaid report goes")
+    p.set_defaults(func=cmd_criteria)
+
+
+ZHOU_CRITERIA = ("large_final", "small_final", "large_init", "small_init",
+                 "large_init_large_final", "small_init_small_final", "magnitude_increase",
+                 "movement", "random")
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    from ticketlab.experiments.imp import run_imp
+    from ticketlab.report import levels_table
+
+    config, runtime = resolve(args)
+    runtime.threads = apply_threads(runtime.threads)
+    runtime.command = shlex.join(["ticketlab", *args.argv])
+    with interrupt.graceful(), RichReporter(runtime) as reporter:
+        try:
+            summary = run_imp(config, runtime, reporter)
+        except interrupt.Interrupted as e:
+            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
+                      "again to resume", highlight=False)
+            return 130
+    out.print(levels_table(summary, title=summary["run"]))
+    out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_sparsify(args: argparse.Namespace) -> int:
+    from ticketlab.experiments.sparsify import run_sparsify
+    from ticketlab.report.sparsify import sparsify_table
+
+    config, runtime = resolve(args)
+    if config.sparsify.target is None:
+        raise TicketlabError("sparsify needs a target sparsity: add --target 0.9 (the fraction "
+                             "of prunable weights removed)")
+    runtime.threads = apply_threads(runtime.threads)
+    runtime.command = shlex.join(["ticketlab", *args.argv])
+    with interrupt.graceful(), RichReporter(runtime) as reporter:
+        try:
+            summary = run_sparsify(config, runtime, reporter)
+        except interrupt.Interrupted as e:
+            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
+                      "again to resume", highlight=False)
+            return 130
+    out.print(sparsify_table(summary, title=summary["run"]))
+    out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_criteria(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ticketlab.experiments.imp import run_imp
+    from ticketlab.experiments.supermasks import scan_supermasks
+    from ticketlab.report.build import write_report
+
+    config, runtime = resolve(args)
+    runtime.threads = apply_threads(runtime.threads)
+    runtime.command = shlex.join(["ticketlab", *args.argv])
+    if not config.one_shot:
+        raise TicketlabError("criteria are compared one-shot: give densities, e.g. "
+                             "--one-shot 0.5,0.2,0.1,0.05,0.02")
+    criteria = args.criteria_list or ZHOU_CRITERIA
+    configs = [dataclasses.replace(config, pruning=dataclasses.replace(config.pruning,
+                                                                       criterion=c))
+               for c in criteria]
+    for c in configs:
+        c.validate()  # every name checked before anything trains
+    runs = []
+    with interrupt.graceful(), RichReporter(runtime) as reporter:
+        try:
+            for c in configs:
+                runs.append(runtime.out / run_imp(c, runtime, reporter)["run"])
+        except interrupt.Interrupted as e:
+            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
+                      "again to resume", highlight=False)
+            return 130
+    store = RunStore.open(runs[0])
+    records = scan_supermasks(store, config.one_shot, tuple(criteria), data_dir=runtime.data_dir,
+                              device=runtime.device)
+    paths = write_report(runs, args.report, supermasks=records)
+    out.print(f"report: {paths[-1]}", highlight=False, soft_wrap=True)
+    return 0
