@@ -276,3 +276,18 @@ def test_rewinding_bad_input(kwargs, says):
     args = {"target": 0.5, "start": 5, "end": 20, **kwargs}
     with pytest.raises(TicketlabError, match=says):
         Sparsifier(small_conv(), None, **args)
+
+
+def test_global_weight_pruning_of_a_channels_last_model():
+    """The engine trains convs in channels-last layout; Mask.dense of such a model made
+    channels-last masks, and global pruning's flat views of them failed."""
+    from ticketlab.models.base import to_fast_layout
+
+    model = to_fast_layout(small_conv())
+    assert not model[0].weight.is_contiguous()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sp = Sparsifier(model, opt, target=0.5, scope="global", start=1, end=4)
+    for x, y in batches(6):
+        train_step(model, opt, x, y)
+        sp.step()
+    assert abs(sp.sparsity() - 0.5) < 0.01

@@ -22,7 +22,9 @@ class Mask(Mapping[str, torch.Tensor]):
     def __init__(self, tensors: Mapping[str, torch.Tensor], groups: Mapping[str, str]):
         if set(tensors) != set(groups):
             raise ValueError("every mask tensor needs a group")
-        self._tensors = {k: v.to(torch.bool) for k, v in tensors.items()}
+        # contiguous whatever the parameters' layout (a channels-last conv weight makes a
+        # channels-last ones_like): pruning indexes masks through flat views
+        self._tensors = {k: v.to(torch.bool).contiguous() for k, v in tensors.items()}
         self.groups = dict(groups)
 
     # ------------------------------------------------------------------ construction
