@@ -135,3 +135,32 @@ def test_cli_run_and_report(tmp_path, capsys):
     assert main(["report", str(run_dir), "--quiet"]) == 0
     for name in ("sparsify.png", "sparsify.svg", "seeds.csv", "densities.csv"):
         assert (run_dir / "report" / name).is_file()
+
+
+def test_processes_share_the_seeds_of_a_run(tmp_path):
+    """A seed another process holds is left to it; this process trains the others, then
+    waits for it and reads its result back (as find's processes share units)."""
+    import threading
+
+    config = sparsify_config()
+    runtime = Runtime(out=tmp_path / "runs", device="cpu", quiet=True)
+    store = RunStore.create(runtime.out, config)
+    lock = store.try_lock(unit_of(0))  # "another process" is training seed 0
+    assert lock is not None
+    order = []
+    real = RunStore.finish
+
+    def finish(self, unit, metrics, record):
+        order.append(unit.seed)
+        real(self, unit, metrics, record)
+
+    def release():
+        while not order:  # seed 1 first, then let seed 0 go
+            threading.Event().wait(0.05)
+        lock.release()
+
+    threading.Thread(target=release).start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RunStore, "finish", finish)
+        summary = run_sparsify(config, runtime)
+    assert order == [1, 0] and [r["seed"] for r in summary["records"]] == [0, 1]

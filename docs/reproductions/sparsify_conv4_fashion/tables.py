@@ -33,6 +33,8 @@ def pct(values: list[float]) -> str:
 def main() -> None:
     rows = []
     for science, records in runs():
+        if not records:
+            continue  # a run still in progress
         s, p = science.get("sparsify"), science["pruning"]
         train = science["training"]["train"]
         if s:

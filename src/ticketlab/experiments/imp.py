@@ -205,12 +205,12 @@ def _run_one_by_one(ctx: Context, pending: list[Unit]) -> None:
             if not _reused(ctx, unit):
                 _train_alone(ctx, unit)
     for unit in held:
-        with _wait_for(ctx, [unit]):
+        with wait_for(ctx, [unit]):
             if not _reused(ctx, unit):
                 _train_alone(ctx, unit)
 
 
-def _wait_for(ctx: Context, units: list[Unit]) -> UnitLock:
+def wait_for(ctx: Context, units: list[Unit]) -> UnitLock:
     """Blocks until no other process holds units[0]; returns its lock (ours now)."""
     lock = ctx.store.try_lock(units[0])
     if lock is None:
@@ -242,7 +242,7 @@ def _run_together(ctx: Context, pending: list[Unit]) -> None:
         finally:
             for lock in locks:
                 lock.release()
-        _wait_for(ctx, pending[len(locks):]).release()
+        wait_for(ctx, pending[len(locks):]).release()
         pending = [u for u in pending if not _reused(ctx, u, adopt=False)]
 
 

@@ -24,7 +24,7 @@ from ticketlab.config import ExperimentConfig, Runtime, Step, derive_seed
 from ticketlab.data import SOURCES, resolve_data_dir
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.context import Context, Reporter
-from ticketlab.experiments.imp import resolve_device
+from ticketlab.experiments.imp import resolve_device, wait_for
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.io import atomic_write_text
 from ticketlab.pruning import Mask
@@ -63,20 +63,26 @@ def run_sparsify(config: ExperimentConfig, runtime: Runtime | None = None,
         store.record("units_trained", "one by one: a sparsifier drives one model")
         if reporter:
             reporter.start_run(config, store, device)
-        with store.session():
+        with store.session():  # processes on one run share its seeds, as find's share units
+            held = []
             for seed in config.seeds:
-                unit = unit_of(seed)
-                lock = store.try_lock(unit)
+                lock = store.try_lock(unit_of(seed))
                 if lock is None:
-                    raise TicketlabError(f"{store.dir(unit)} is being trained by another "
-                                         "process: wait for it, or run other seeds")
+                    held.append(unit_of(seed))  # another process trains it: do the others
+                    continue
                 with lock:
-                    if store.done(unit):
-                        if reporter:
-                            reporter.end_unit(unit, store.result(unit), reused=True)
-                        continue
-                    _train_unit(ctx, unit, ipe)
+                    _train_or_reuse(ctx, unit_of(seed), ipe)
+            for unit in held:
+                with wait_for(ctx, [unit]):
+                    _train_or_reuse(ctx, unit, ipe)
         return store.write_summary()
+
+
+def _train_or_reuse(ctx: Context, unit: Unit, ipe: int) -> None:
+    if not ctx.store.done(unit):
+        _train_unit(ctx, unit, ipe)
+    elif ctx.reporter:
+        ctx.reporter.end_unit(unit, ctx.store.result(unit), reused=True)
 
 
 def make_sparsifier(config: ExperimentConfig, model: torch.nn.Module, seed: int,
