@@ -127,6 +127,17 @@ def cmd_masks_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_reading_options(p: argparse.ArgumentParser, quiet: str) -> None:
+    """The options of a command that reads a run and its data again: where the data are,
+    the device, the thread count (the same option as find's) and --quiet."""
+    p.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: "
+                   "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
+                   "cuda:N or mps")
+    add_setting(p, RUNTIME_FIELDS["threads"])
+    p.add_argument("--quiet", action="store_true", help=quiet)
+
+
 def add_supermask(sub: argparse._SubParsersAction) -> None:
     from ticketlab.experiments.supermasks import DEFAULT_CRITERIA
 
@@ -151,12 +162,7 @@ def add_supermask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--action", choices=("rewind", "signed_constant"), default="rewind",
                    help="kept weights at their initial values (rewind) or +-std with the "
                    "initial signs")
-    p.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: "
-                   "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
-                   "cuda:N or mps")
-    add_setting(p, RUNTIME_FIELDS["threads"])  # the same option as find's
-    p.add_argument("--quiet", action="store_true", help="no spinner")
+    add_reading_options(p, quiet="no spinner")
     p.set_defaults(func=cmd_supermask)
     show_defaults(p)
 
@@ -238,12 +244,7 @@ def add_sensitivity(sub: argparse._SubParsersAction) -> None:
                    help="where accuracy is measured")
     p.add_argument("--out", type=Path, metavar="DIR", help="where the files go (default "
                    "RUN_DIR/sensitivity/seed_S_level_LL_VARIANT_GRANULARITY_CRITERION_SPLIT)")
-    p.add_argument("--data-dir", type=Path, help="folder with the dataset files (default: "
-                   "where `find` found them, else $TICKETLAB_DATA or ~/.cache/ticketlab/data)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
-                   "cuda:N or mps")
-    add_setting(p, RUNTIME_FIELDS["threads"])  # the same option as find's
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_reading_options(p, quiet="no progress bar")
     p.set_defaults(func=cmd_sensitivity)
     show_defaults(p)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ticketlab.cli.display import RichReporter, err, out
 from ticketlab.cli.options import FIND_ONLY, _names, add_experiment_arguments, resolve
@@ -84,39 +86,34 @@ def cmd_find(args: argparse.Namespace) -> int:
     from ticketlab.experiments.imp import run_imp
     from ticketlab.report import levels_table
 
-    config, runtime = resolve(args)
-    runtime.threads = apply_threads(runtime.threads)
-    runtime.command = shlex.join(["ticketlab", *args.argv])
-    with interrupt.graceful(), RichReporter(runtime) as reporter:
-        try:
-            summary = run_imp(config, runtime, reporter)
-        except interrupt.Interrupted as e:
-            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
-                      "again to resume", highlight=False)
-            return 130
-    out.print(levels_table(summary, title=summary["run"]))
-    out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
-    return 0
+    return _run(args, run_imp, levels_table)
 
 
 def cmd_sparsify(args: argparse.Namespace) -> int:
     from ticketlab.experiments.sparsify import run_sparsify
     from ticketlab.report.sparsify import sparsify_table
 
+    return _run(args, run_sparsify, sparsify_table, needs_target=True)
+
+
+def _run(args: argparse.Namespace, engine: Callable[..., dict[str, Any]],
+         table: Callable[..., Any], needs_target: bool = False) -> int:
+    """Resolves the settings, runs `engine` with a progress display, prints its `table`;
+    an interrupt saves progress and exits 130."""
     config, runtime = resolve(args)
-    if config.sparsify.target is None:
+    if needs_target and config.sparsify.target is None:
         raise TicketlabError("sparsify needs a target sparsity: add --target 0.9 (the fraction "
                              "of prunable weights removed)")
     runtime.threads = apply_threads(runtime.threads)
     runtime.command = shlex.join(["ticketlab", *args.argv])
     with interrupt.graceful(), RichReporter(runtime) as reporter:
         try:
-            summary = run_sparsify(config, runtime, reporter)
+            summary = engine(config, runtime, reporter)
         except interrupt.Interrupted as e:
             err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
                       "again to resume", highlight=False)
             return 130
-    out.print(sparsify_table(summary, title=summary["run"]))
+    out.print(table(summary, title=summary["run"]))
     out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
     return 0
 

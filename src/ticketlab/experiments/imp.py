@@ -319,22 +319,34 @@ def _train_together(ctx: Context, units: list[Unit]) -> None:
 
 def _finish(ctx: Context, unit: Unit, model: torch.nn.Module, mask: Mask, start: int,
             metrics: list) -> dict[str, Any]:
-    store = ctx.store
-    store.save_weights(unit, "final", model.state_dict())
+    ctx.store.save_weights(unit, "final", model.state_dict())
     stop = EarlyStop.from_metrics(metrics)
-    record = {
+    return finish_unit(ctx, unit, metrics, unit_record(unit, mask, model, stop, stop, start,
+                                                       ctx.end))
+
+
+def unit_record(unit: Unit, mask: Mask, model: torch.nn.Module, stop: EarlyStop,
+                whole: EarlyStop, start: int, end: int) -> dict[str, Any]:
+    """A unit's result.json: early-stop numbers from `stop`, final ones and divergence from
+    `whole` (the same evaluations, unless the early stop was chosen among some of them)."""
+    return {
         "seed": unit.seed, "level": unit.level, "variant": unit.variant,
         "density": mask.density(), "model_density": mask.model_density(model),
         "early_stop_iteration": stop.iteration, "early_stop_val_loss": stop.val_loss,
         "early_stop_test_accuracy": stop.test_accuracy,
-        "final_test_accuracy": stop.final_test_accuracy,
+        "final_test_accuracy": whole.final_test_accuracy,
         "early_stop_train_accuracy": stop.train_accuracy,
-        "final_train_accuracy": stop.final_train_accuracy,
-        "diverged": stop.diverged, "diverged_iteration": stop.diverged_iteration,
-        "start_iteration": start, "end_iteration": ctx.end,
+        "final_train_accuracy": whole.final_train_accuracy,
+        "diverged": whole.diverged, "diverged_iteration": whole.diverged_iteration,
+        "start_iteration": start, "end_iteration": end,
     }
-    store.finish(unit, metrics, record)
-    store.write_summary()
+
+
+def finish_unit(ctx: Context, unit: Unit, metrics: list, record: dict[str, Any]
+                ) -> dict[str, Any]:
+    """Writes the unit's metrics and record (it is done from here on) and the summary."""
+    ctx.store.finish(unit, metrics, record)
+    ctx.store.write_summary()
     if ctx.reporter:
         ctx.reporter.end_unit(unit, record, reused=False)
     return record

@@ -24,7 +24,7 @@ from ticketlab.config import ExperimentConfig, Runtime, Step, derive_seed
 from ticketlab.data import SOURCES, resolve_data_dir
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.context import Context, Reporter
-from ticketlab.experiments.imp import resolve_device, wait_for
+from ticketlab.experiments.imp import finish_unit, resolve_device, unit_record, wait_for
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.io import atomic_write_text
 from ticketlab.pruning import Mask
@@ -121,23 +121,8 @@ def _train_unit(ctx: Context, unit: Unit, ipe: int) -> dict[str, Any]:
     settled = sparsifier.changed_at
     stop = EarlyStop.from_metrics([e for e in metrics if e.iteration >= settled])
     whole = EarlyStop.from_metrics(metrics)
-    record = {
-        "seed": unit.seed, "level": unit.level, "variant": unit.variant,
-        "density": mask.density(), "model_density": mask.model_density(model),
-        "early_stop_iteration": stop.iteration, "early_stop_val_loss": stop.val_loss,
-        "early_stop_test_accuracy": stop.test_accuracy,
-        "final_test_accuracy": whole.final_test_accuracy,
-        "early_stop_train_accuracy": stop.train_accuracy,
-        "final_train_accuracy": whole.final_train_accuracy,
-        "diverged": whole.diverged, "diverged_iteration": whole.diverged_iteration,
-        "start_iteration": 0, "end_iteration": ctx.end,
-        "final_mask_iteration": settled,
-    }
-    store.finish(unit, metrics, record)
-    store.write_summary()
-    if ctx.reporter:
-        ctx.reporter.end_unit(unit, record, reused=False)
-    return record
+    record = unit_record(unit, mask, model, stop, whole, 0, ctx.end)
+    return finish_unit(ctx, unit, metrics, {**record, "final_mask_iteration": settled})
 
 
 def _write_sparsity(store: RunStore, unit: Unit, log: list[tuple[int, float]]) -> None:
