@@ -36,10 +36,10 @@ from ticketlab.errors import TicketlabError
 from ticketlab.experiments.imp import resolve_device
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.models import build_model
-from ticketlab.pruning import GRANULARITIES, REDUCTIONS, Mask, criterion_scores, group_dims
+from ticketlab.pruning import Mask, criterion_scores, group_dims
 from ticketlab.pruning.channels import OUTPUT_GRANULARITIES, trace_followers
 from ticketlab.pruning.criteria import get_criterion
-from ticketlab.pruning.granularity import prune_structured
+from ticketlab.pruning.granularity import check_names, prune_structured
 from ticketlab.training.evaluate import evaluate
 
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -57,11 +57,7 @@ def check_arguments(sparsities: tuple[float, ...], granularity: str, criterion: 
         if not (math.isfinite(s) and 0 <= s < 1):
             raise TicketlabError(f"sparsity must be a fraction in [0, 1), got {s}: e.g. "
                                  "--sparsities 0.5,0.8,0.9")
-    if granularity not in GRANULARITIES:
-        raise TicketlabError(f"unknown granularity '{granularity}': choose one of "
-                             f"{', '.join(GRANULARITIES)}")
-    if reduce not in REDUCTIONS:
-        raise TicketlabError(f"unknown reduction '{reduce}': choose one of {', '.join(REDUCTIONS)}")
+    check_names(granularity, reduce)
     if split not in SPLITS:
         raise TicketlabError(f"unknown split '{split}': choose val (the default: choosing rates "
                              "on the test set is selection on test) or test")

@@ -37,15 +37,22 @@ GRANULARITIES = ("weight", "filter", "channel", "kernel", "row", "column")
 REDUCTIONS = ("l1", "l2", "mean")
 
 
+def check_names(granularity: str, reduce: str = "mean") -> None:
+    """Refuses an unknown granularity or reduction, naming the known ones."""
+    if granularity not in GRANULARITIES:
+        raise TicketlabError(f"unknown granularity '{granularity}': choose one of "
+                             f"{', '.join(GRANULARITIES)}")
+    if reduce not in REDUCTIONS:
+        raise TicketlabError(f"unknown reduction '{reduce}': choose one of {', '.join(REDUCTIONS)}")
+
+
 def group_dims(shape: torch.Size | tuple[int, ...], granularity: str,
                name: str = "the tensor") -> tuple[int, ...]:
     """The dims that index a group of `granularity` in a weight of `shape`."""
     ndim = len(shape)
+    check_names(granularity)
     if granularity == "weight":
         return tuple(range(ndim))
-    if granularity not in GRANULARITIES:
-        raise TicketlabError(f"unknown granularity '{granularity}': choose one of "
-                             f"{', '.join(GRANULARITIES)}")
     if granularity == "kernel":
         if ndim < 3:
             raise TicketlabError(f"kernel granularity needs a conv weight, but {name} is "
@@ -75,9 +82,8 @@ def group_scores(scores: Tensor, granularity: str, reduce: str = "l1", *,
     partly pruned group is scored over its other weights, and a group with no finite score
     scores -inf. At `weight` granularity each weight is a group and keeps its own score.
     """
+    check_names(granularity, reduce)
     dims = group_dims(scores.shape, granularity, name)
-    if reduce not in REDUCTIONS:
-        raise TicketlabError(f"unknown reduction '{reduce}': choose one of {', '.join(REDUCTIONS)}")
     if granularity == "weight":
         return scores.clone()
     s = _as_groups(scores, dims)

@@ -24,7 +24,7 @@ from ticketlab.errors import TicketlabError
 from ticketlab.pruning.channels import OUTPUT_GRANULARITIES, trace_followers, with_companions
 from ticketlab.pruning.criteria import NEGATIVE_SCORES, criterion_scores, get_criterion
 from ticketlab.pruning.enforce import MaskEnforcer
-from ticketlab.pruning.granularity import GRANULARITIES, REDUCTIONS, group_dims, prune_structured
+from ticketlab.pruning.granularity import check_names, group_dims, prune_structured
 from ticketlab.pruning.mask import Mask
 from ticketlab.sparsify.schedules import get_schedule, sparsity_at, window
 
@@ -112,14 +112,9 @@ class Sparsifier:
                  lth: bool = False, rewind: int | str | Step = 0, reset_end: bool = False,
                  reset_optimizer: bool = True):
         self.target = _fraction(target, "target sparsity")
-        if granularity not in GRANULARITIES:
-            raise TicketlabError(f"unknown granularity '{granularity}': choose one of "
-                                 f"{', '.join(GRANULARITIES)}")
+        check_names(granularity, reduce)
         if scope not in _SCOPES:
             raise TicketlabError(f"unknown scope '{scope}': choose local (layerwise) or global")
-        if reduce not in REDUCTIONS:
-            raise TicketlabError(f"unknown reduction '{reduce}': choose one of "
-                                 f"{', '.join(REDUCTIONS)}")
         get_criterion(criterion)  # refuses an unknown name now, not at the first prune
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise TicketlabError(f"every must be a whole number of steps >= 1, got {every!r}")
@@ -148,6 +143,7 @@ class Sparsifier:
         self.finished = False
         self.changed_at = 0  # the step the mask last changed at: from then on it is final
         self._mask = Mask.dense(model)
+        self._counts = self._mask.counts()  # (kept, total) per tensor: changes with the mask
         if exclude is None:
             exclude = ("output",) if granularity != "weight" else ()
         self.exclude = tuple(exclude)
@@ -176,7 +172,8 @@ class Sparsifier:
     def bind(self, optimizer: torch.optim.Optimizer) -> None:
         """Enforces the mask around `optimizer`'s steps (done by the constructor when it is
         given the optimizer; a training loop that creates its own calls this)."""
-        self.remove()
+        for h in self._hooks:  # a previous optimizer's
+            h.remove()
         self.optimizer = optimizer
         params = dict(self.model.named_parameters())
 
@@ -235,7 +232,8 @@ class Sparsifier:
 
     def sparsity(self) -> float:
         """Fraction of the prunable weights (those the mask covers) pruned."""
-        return 1.0 - self._mask.density()
+        kept = sum(k for k, _ in self._counts.values())
+        return 1.0 - kept / max(1, sum(t for _, t in self._counts.values()))
 
     def step(self) -> None:
         """Call once after each optimizer step: counts it and prunes when the schedule says."""
@@ -274,6 +272,9 @@ class Sparsifier:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        if self._trace is not None:  # removed before the first forward pass
+            self._trace.remove()
+            self._trace = None
 
     # ------------------------------------------------------------------ pruning
 
@@ -321,8 +322,8 @@ class Sparsifier:
 
     def _update(self) -> bool:
         """Prunes to the scheduled sparsity; whether the mask changed."""
-        counts = self._mask.counts()
-        if self._count >= self.end and self._mask.density() < 1.0 and all(
+        counts = self._counts  # no pass over the masks at steps that do not prune
+        if self._count >= self.end and self.sparsity() > 0.0 and all(
                 self._scheduled(self._target_of(k)) == 0.0 for k in self._mask):
             self._set_mask(Mask.dense(self.model))  # dsd: back to dense, weights regrow
             return True
@@ -368,6 +369,7 @@ class Sparsifier:
 
     def _set_mask(self, mask: Mask) -> None:
         self._mask = mask
+        self._counts = mask.counts()
         self._enforcer = MaskEnforcer(self.model, self._enforced(mask))
         self._enforcer.zero_weights()
         if self.optimizer is not None:
