@@ -30,12 +30,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ticketlab.config import ExperimentConfig
 from ticketlab.data.dataset import Dataset
 from ticketlab.errors import TicketlabError
-from ticketlab.experiments.imp import resolve_device
-from ticketlab.experiments.store import RunStore, Unit
-from ticketlab.models import build_model
+from ticketlab.experiments.store import RunStore
+from ticketlab.experiments.trained import load_trained, pick_unit
 from ticketlab.pruning import Mask, criterion_scores, group_dims
 from ticketlab.pruning.channels import OUTPUT_GRANULARITIES, trace_followers
 from ticketlab.pruning.criteria import get_criterion
@@ -184,33 +182,15 @@ def analyze_run(store: RunStore, *, level: int = 0, seed: int | None = None,
     and the records, ready for `write_result`.
     """
     check_arguments(tuple(sparsities), granularity, criterion, reduce, split)
-    config = ExperimentConfig.from_science(store.config()["science"])
-    done = [r for r in store.records() if r["variant"] == variant]
-    seeds = sorted({r["seed"] for r in done})
-    if not seeds:
-        raise TicketlabError(f"{store.root} has no finished {variant} unit: choose another "
-                             "--variant or finish the run with ticketlab find")
-    seed = seeds[0] if seed is None else seed
-    if seed not in seeds:
-        raise TicketlabError(f"seed {seed} has no finished {variant} unit here: choose one of "
-                             f"{','.join(map(str, seeds))}")
-    levels = sorted(r["level"] for r in done if r["seed"] == seed)
-    if level not in levels:
-        raise TicketlabError(f"level {level} of seed {seed} ({variant}) is not finished in "
-                             f"this run: choose one of {','.join(map(str, levels))}")
-    unit = Unit(seed, level, variant)
-    dev = resolve_device(device)
-    data = config.data.load(store.data_dir() if data_dir is None else data_dir, device=dev)
-    model = build_model(config.model.model, data.input_shape, data.num_classes,
-                        config.model.init, 0).to(dev)
-    model.load_state_dict(store.load_weights(unit, "final", str(dev)))
-    mask = store.load_mask(unit).to(dev)
+    unit = pick_unit(store, level, seed, variant)
+    t = load_trained(store, unit, data_dir=data_dir, device=device)
+    model, mask, data = t.model, t.mask, t.data
     records = sensitivity(model, mask, data, tuple(sparsities), granularity=granularity,
                           criterion=criterion, reduce=reduce, split=split,
-                          init=store.load_weights(unit, "rewind", str(dev)), seed=seed,
-                          progress=progress)
+                          init=store.load_weights(unit, "rewind", str(data.device)),
+                          seed=unit.seed, progress=progress)
     return {
-        "run": store.root.name, "unit": unit.relpath(), "seed": seed, "level": level,
+        "run": store.root.name, "unit": unit.relpath(), "seed": unit.seed, "level": level,
         "variant": variant, "density": mask.density(),
         "asked": {"sparsities": list(sparsities), "granularity": granularity,
                   "criterion": criterion, "reduce": reduce, "split": split},
