@@ -3,8 +3,9 @@
 Bad input exits with code 2 and one line on stderr naming the problem and the fix.
 
 Each command's options sit next to what it does: `experiments` (find, sparsify, criteria),
-`analysis` (report, masks compare, supermask, sensitivity), `listings` (presets, models,
-datasets); `options` turns the settings into options, `display` shows progress.
+`analysis` (report, masks compare, supermask, sensitivity), `deploy` (export, bench),
+`listings` (presets, models, datasets); `options` turns the settings into options, `display`
+shows progress.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from ticketlab.cli.analysis import add_masks, add_report, add_sensitivity, add_supermask
+from ticketlab.cli.deploy import add_bench, add_export
 from ticketlab.cli.display import RichReporter, err, estimate_eta, format_eta
 from ticketlab.cli.experiments import add_criteria, add_find, add_sparsify
 from ticketlab.cli.listings import add_datasets, add_models, add_presets
@@ -40,6 +42,8 @@ def build_parser() -> Parser:
     add_masks(sub)
     add_supermask(sub)
     add_sensitivity(sub)
+    add_export(sub)
+    add_bench(sub)
     add_presets(sub)
     add_models(sub)
     add_datasets(sub)

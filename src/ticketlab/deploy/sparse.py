@@ -18,6 +18,7 @@ included), stay dense with their pruned weights at zero: a dense product is fast
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -40,8 +41,8 @@ def goes_sparse(mask: Tensor, module: nn.Module) -> bool:
 def _feature_major(x: Tensor, rows: Tensor, gather: bool) -> Tensor:
     """x (batch, features) as a contiguous (features, batch) tensor, only `rows` if `gather`."""
     xt = x.t()
-    if (not torch.jit.is_scripting() and x.device.type == "cpu" and not x.requires_grad
-            and x.dtype == torch.float32 and not xt.is_contiguous()):
+    if (not torch.jit.is_scripting() and not torch.jit.is_tracing() and not xt.is_contiguous()
+            and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad):
         # numpy's transposing copy (and gather) is twice as fast as torch's on a CPU
         return torch.from_numpy(np.take(x.numpy().T, rows.numpy(), axis=0) if gather
                                 else x.numpy().T.copy())
@@ -65,9 +66,12 @@ class SparseLinear(nn.Module):
         crow = torch.cat([keep.new_zeros(1, dtype=torch.int64), keep.sum(1).cumsum(0)])
         values = weight.detach()[keep].clone()
         crow, col = crow.to(torch.int32), col.to(torch.int32)
-        self.register_buffer("weight", torch.sparse_csr_tensor(
-            crow, col, values, (self.out_features, len(used)), dtype=weight.dtype,
-            device=weight.device))
+        with warnings.catch_warnings():  # "CSR support is in beta", "invariant checks off"
+            warnings.simplefilter("ignore", UserWarning)
+            csr = torch.sparse_csr_tensor(crow, col, values, (self.out_features, len(used)),
+                                          dtype=weight.dtype, device=weight.device,
+                                          check_invariants=False)
+        self.register_buffer("weight", csr)
         self.register_buffer("inputs", used)
         b = bias.detach() if bias is not None else torch.zeros(self.out_features,
                                                                  dtype=weight.dtype)

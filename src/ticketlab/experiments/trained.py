@@ -18,10 +18,15 @@ from ticketlab.pruning import Mask
 
 
 def pick_unit(store: RunStore, level: int | None = 0, seed: int | None = None,
-              variant: str = "ticket") -> Unit:
-    """The finished unit asked for (seed None: the first; level None: the last of that seed),
-    or a one-line error listing what there is."""
-    done = [r for r in store.records() if r["variant"] == variant]
+              variant: str | None = "ticket") -> Unit:
+    """The finished unit asked for (seed None: the first; level None: the last of that seed;
+    variant None: ticket, or the run's only variant, as in a sparsify run), or a one-line
+    error listing what there is."""
+    records = store.records()
+    if variant is None:
+        variants = sorted({r["variant"] for r in records})
+        variant = "ticket" if "ticket" in variants or len(variants) != 1 else variants[0]
+    done = [r for r in records if r["variant"] == variant]
     seeds = sorted({r["seed"] for r in done})
     if not seeds:
         raise TicketlabError(f"{store.root} has no finished {variant} unit: choose another "
