@@ -7,6 +7,7 @@ The Python API works with any `nn.Module` and your own training loop:
         ...your training loop...
     mask = prune_magnitude(model, mask, {"fc": 0.2, "output": 0.1})
     rewind(model, init_state, mask)                  # kept weights back to their start
+    fast = export(model, mask, "sparse", inputs=x)   # only the kept weights multiplied
 
 The names below are imported on first use, so `import ticketlab` (and the `ticketlab`
 command's first moment, where Ctrl-C must exit quietly) does not wait for torch.
@@ -27,13 +28,14 @@ _EXPORTS = {
     "prunable_groups": "ticketlab.models", "Mask": "ticketlab.pruning",
     "enforce_mask": "ticketlab.pruning", "prune": "ticketlab.pruning",
     "prune_magnitude": "ticketlab.pruning", "random_like": "ticketlab.pruning",
-    "Sparsifier": "ticketlab.sparsify",
+    "Sparsifier": "ticketlab.sparsify", "export": "ticketlab.deploy.export",
+    "save_export": "ticketlab.deploy.artifact", "load_export": "ticketlab.deploy.artifact",
 }
 
 __all__ = [
     "ExperimentConfig", "Mask", "Runtime", "Sparsifier", "Step", "TicketlabError", "build_model",
-    "enforce_mask", "init_weights", "prunable_groups", "prune", "prune_magnitude",
-    "random_like", "rewind", "run_imp", "snapshot",
+    "enforce_mask", "export", "init_weights", "load_export", "prunable_groups", "prune",
+    "prune_magnitude", "random_like", "rewind", "run_imp", "save_export", "snapshot",
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ def save_export(exported: Exported, path: Path, inputs: torch.Tensor, *,
         twin = path.with_suffix(".pt")
         traced = torchscript(exported, inputs)
         buffer = io.BytesIO()
-        torch.jit.save(traced, buffer)
+        with warnings.catch_warnings():  # "deprecated, use torch.export": which cannot hold
+            warnings.simplefilter("ignore", DeprecationWarning)  # CSR tensors (torch 2.13)
+            torch.jit.save(traced, buffer)
         atomic_write_bytes(twin, buffer.getvalue())
         written["files"][str(twin)] = twin.stat().st_size
     return written
