@@ -1,14 +1,17 @@
-"""Is a sparse Linear layer faster than the dense one on this CPU, and from which density?
+"""Is the sparse export's layer faster than nn.Linear, and from which density?
 
-Groundwork for issue 12's `sparse` export, which must choose per layer between a dense weight
-and a sparse one (never slower than dense). For LeNet-300-100's layer shapes it times
-`x @ W.T` with W dense and with W in CSR (torch.sparse_csr, W stored as (out, in), computed as
-(W @ x.T).T), at several densities and batch sizes, in one process, and prints the ratios:
+Justifies the per-layer rule of the `sparse` export (ticketlab.deploy.sparse: CSR when at
+most MAX_DENSITY of a Linear weight is kept and it has at least MIN_WEIGHTS weights). For
+LeNet-300-100's layer shapes it times `SparseLinear` (the export's layer, layout changes
+included) against `nn.Linear` with the same masked weight, at several densities and batch
+sizes, interleaved in one process, and prints the ratios:
 
-    PYTHONPATH=src python benchmarks/sparse_linear.py [--threads 1] [--repeats 200]
+    PYTHONPATH=src python benchmarks/sparse_linear.py [--threads 1] [--repeats 300]
 
-Ratios > 1.0x mean CSR is faster. Machines are noisy: compare ratios from one run, never
-absolute times across runs.
+`N.Nx` > 1.0 means the sparse layer is faster; `*` marks the cells the rule sends to CSR.
+The input of each sparse layer is batch-major (the first layer's case, which pays a
+transposing copy); a layer after another sparse layer gets its input feature-major for free,
+so this is the sparse layer's worst case. Machines are noisy: compare ratios from one run.
 """
 
 from __future__ import annotations
@@ -16,50 +19,62 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import warnings
 
 import torch
+from torch import nn
+
+from ticketlab.deploy.sparse import MAX_DENSITY, MIN_WEIGHTS, SparseLinear, goes_sparse
 
 SHAPES = {"fc1 784->300": (300, 784), "fc2 300->100": (100, 300), "fc3 100->10": (10, 100)}
-DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.019, 0.01)
+DENSITIES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.019, 0.01)
 BATCHES = (1, 64, 256)
 
 
-def median_seconds(fn, repeats: int) -> float:
-    for _ in range(max(3, repeats // 10)):  # warm-up
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def interleaved_medians(fns: list, repeats: int, block: int = 10) -> list[float]:
+    """Median seconds of each function, timed in alternating blocks of `block` calls: drifts
+    of a shared machine hit all alike, and each runs with its own data in cache, as it would
+    when deployed (alternating single calls would charge each with the other's cache misses)."""
+    for fn in fns:
+        for _ in range(max(5, repeats // 10)):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(1, repeats // block)):
+        for fn, t in zip(fns, times):
+            fn()  # the block's first call refills the cache; not timed
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     g = torch.Generator().manual_seed(0)
-    print(f"torch {torch.__version__}, {args.threads} thread(s); CSR speed-up over dense "
-          "(median of repeats)")
+    print(f"torch {torch.__version__}, {args.threads} thread(s); SparseLinear speed-up over "
+          f"nn.Linear (median of {args.repeats} interleaved repeats); rule: CSR at density "
+          f"<= {MAX_DENSITY} and >= {MIN_WEIGHTS} weights (*)")
     print(f"{'layer':14s} {'batch':>5s} " + " ".join(f"{d:>7.3f}" for d in DENSITIES))
     for name, (out_f, in_f) in SHAPES.items():
         for batch in BATCHES:
             x = torch.randn(batch, in_f, generator=g)
             cells = []
             for density in DENSITIES:
-                w = torch.randn(out_f, in_f, generator=g)
-                w = w * (torch.rand(out_f, in_f, generator=g) < density)
-                csr = w.to_sparse_csr()
-                xt = x.t().contiguous()
-                dense_t = median_seconds(lambda w=w, x=x: x @ w.t(), args.repeats)
-                sparse_t = median_seconds(lambda c=csr, xt=xt: (c @ xt).t(), args.repeats)
-                assert torch.allclose(x @ w.t(), (csr @ xt).t(), atol=1e-4, rtol=1e-4)
-                cells.append(f"{dense_t / sparse_t:6.1f}x")
+                dense = nn.Linear(in_f, out_f)
+                keep = torch.rand(out_f, in_f, generator=g) < density
+                with torch.no_grad():
+                    dense.weight.mul_(keep)
+                sparse = SparseLinear(dense.weight, keep, dense.bias)
+                with torch.inference_mode():
+                    assert torch.allclose(sparse(x), dense(x), atol=1e-4, rtol=1e-4)
+                    t_dense, t_sparse = interleaved_medians(
+                        [lambda: dense(x), lambda: sparse(x)], args.repeats)
+                star = "*" if goes_sparse(keep, dense) else " "
+                cells.append(f"{t_dense / t_sparse:5.1f}x{star}")
             print(f"{name:14s} {batch:5d} " + " ".join(cells))
 
 

@@ -31,9 +31,10 @@ def masked_linear(out_f=300, in_f=784, density=0.05, seed=0, dead_inputs=100):
     return layer, keep
 
 
+@pytest.mark.parametrize("dead_inputs", [100, 500])  # 500: most inputs unread, gathered
 @pytest.mark.parametrize("batch", [1, 2, 64])
-def test_sparse_linear_computes_the_masked_product(batch):
-    layer, keep = masked_linear()
+def test_sparse_linear_computes_the_masked_product(batch, dead_inputs):
+    layer, keep = masked_linear(dead_inputs=dead_inputs)
     sparse = SparseLinear(layer.weight, keep, layer.bias)
     x = torch.randn(batch, 784, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
@@ -43,7 +44,8 @@ def test_sparse_linear_computes_the_masked_product(batch):
     assert sparse.weight.layout == torch.sparse_csr and sparse.weight.col_indices().dtype == \
         torch.int32
     assert sparse.weight.values().numel() == int(keep.sum())  # only kept weights stored
-    assert len(sparse.inputs) == int(keep.any(0).sum()) < 784
+    assert sparse.gather == (dead_inputs == 500)
+    assert len(sparse.inputs) == (int(keep.any(0).sum()) if sparse.gather else 784)
     assert torch.equal(sparse.dense_weight(), layer.weight.detach())
 
 
