@@ -180,7 +180,10 @@ def _output_layers(graph: Any, tp: Any) -> list[nn.Module]:
     """The conv/linear layers whose outputs reach the network's output without passing
     through another such layer: their outputs are the network's, never removed."""
     found: list[nn.Module] = []
-    stack = [n for n in graph.module2node.values() if n.type == tp.ops.OPTYPE.OUTPUT]
+    # the model's outputs: Torch-Pruning's output nodes, or nodes nothing reads (it makes no
+    # output node when the last layer's result is returned as it is)
+    stack = [n for n in graph.module2node.values()
+             if n.type == tp.ops.OPTYPE.OUTPUT or not n.outputs]
     seen: set[int] = set()
     while stack:
         node = stack.pop()

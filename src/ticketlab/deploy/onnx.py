@@ -39,7 +39,7 @@ class OnnxSession:
     def __init__(self, model: Path | bytes):
         ort = _runtime()
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only
+        options.log_severity_level = 4  # fatal only: failures come back as TicketlabError
         try:
             self.session = ort.InferenceSession(
                 model if isinstance(model, bytes) else str(model), options,
@@ -52,7 +52,14 @@ class OnnxSession:
 
     def __call__(self, x: Tensor) -> Tensor:
         array = x.detach().cpu().contiguous().numpy()
-        (out,) = self.session.run(None, {self.input: array})
+        try:
+            (out,) = self.session.run(None, {self.input: array})
+        except Exception as e:  # onnxruntime's own exception types
+            reason = str(e).strip().splitlines()[0][:200]
+            raise TicketlabError(f"onnxruntime cannot run the export on an input of shape "
+                                 f"{tuple(x.shape)} ({reason}): if the batch size differs from "
+                                 "the export's, the model's forward may fix it (use "
+                                 "x.flatten(1), not a fixed size)") from None
         return torch.from_numpy(np.asarray(out))
 
 
