@@ -182,6 +182,60 @@ def test_a_dead_filter_with_a_live_bias_stays():
     assert records[0] == {"layer": "0", "channels": 6, "kept": 4, "removed": 2, "kept_dead": 1}
 
 
+def kill_rows(model: nn.Module, rows: dict[str, list[int]]) -> Mask:
+    mask = Mask.dense(model)
+    tensors = dict(mask.items())
+    for name, idx in rows.items():
+        tensors[name] = tensors[name].clone()
+        tensors[name][idx] = False
+    return mask.with_tensors(tensors)
+
+
+def grouped() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 64, 2))
+
+
+def layer_norm() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, 6, bias=False), nn.LayerNorm(6),
+                         nn.ReLU(), nn.Linear(6, 2))
+
+
+@pytest.mark.parametrize("make, layer, zero_companions", [
+    (ConvBN, "conv1", False),      # gamma, beta left as trained: the channel outputs beta
+    (grouped, "0", True),          # a grouped conv reads it: Torch-Pruning breaks its groups
+    (layer_norm, "1", True),       # a layer norm reads it: its mean and variance would change
+])
+def test_channels_that_cannot_go_exactly_stay(make, layer, zero_companions):
+    x = torch.randn(4, 3, 8, 8)
+    model = randomize(make()).eval()
+    mask = kill_rows(model, {f"{layer}.weight": [0, 1]})
+    if zero_companions:
+        with_companions(mask, trace_followers(model, x)).apply_(model)
+    ref = masked_output(model, mask, x)
+    small, records = compact(model, mask, x)
+    assert max_diff(small, ref, x) <= TOL
+    assert count(small) == count(model)
+    assert records == [{"layer": layer, "channels": records[0]["channels"],
+                        "kept": records[0]["channels"], "removed": 0, "kept_dead": 2}]
+
+
+def test_depthwise_conv_loses_channels_dead_on_both_sides():
+    x = torch.randn(4, 3, 4, 4)
+    model = randomize(nn.Sequential(nn.Conv2d(3, 6, 1), nn.ReLU(),
+                                    nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.ReLU(),
+                                    nn.Flatten(), nn.Linear(6 * 16, 2))).eval()
+    mask = kill_rows(model, {"0.weight": [0, 1], "2.weight": [1, 4]})
+    with_companions(mask, trace_followers(model, x)).apply_(model)
+    ref = masked_output(model, mask, x)
+    small, records = compact(model, mask, x)
+    assert max_diff(small, ref, x) <= TOL
+    assert small[2].groups == small[2].out_channels == 5 and small[5].in_features == 5 * 16
+    assert {r["layer"]: (r["removed"], r["kept_dead"]) for r in records} == {
+        "0": (1, 1), "2": (1, 1)}
+
+
 def test_output_layer_keeps_its_outputs():
     x = torch.randn(4, 4)
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))

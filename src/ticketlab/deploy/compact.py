@@ -83,9 +83,14 @@ def compact(model: nn.Module, mask: Mask, example: Tensor, *,
 
     grads = {n: p.requires_grad for n, p in net.named_parameters()}
     net.requires_grad_(True)  # the graph is traced through autograd
-    with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(net, example_inputs=example,
-                                                      verbose=False)
+    try:
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(net, example_inputs=example,
+                                                          verbose=False)
+    except Exception as e:  # Torch-Pruning traces through autograd; anything can fail
+        raise TicketlabError(f"Torch-Pruning cannot trace {type(model).__name__} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
+                             "export it with --format sparse") from None
     outputs = _output_layers(graph, tp)
     plans = []
     for group in list(graph.get_all_groups(ignored_layers=outputs)):
@@ -162,6 +167,9 @@ def _deletable(group: Any, graph: Any, mask: Mask, names: Mapping[nn.Module, str
         module = node.module
         if not isinstance(module, (*_LAYERS, _NORM)):
             return []  # e.g. a LayerNorm: deleting a zero channel changes its statistics
+        if isinstance(module, _CONV) and module.groups != 1 and not (
+                module.groups == module.in_channels == module.out_channels):
+            return []  # grouped convs: Torch-Pruning cannot keep their groups consistent
         if not graph.is_out_channel_pruning_fn(item.dep.handler):
             continue  # a layer reading the channel: it loses the input column
         zero = _zero_output(module, names[module], mask)
