@@ -9,6 +9,7 @@ are compared. Nothing here sets the thread count: the caller does (`ticketlab.th
 from __future__ import annotations
 
 import gc
+import numbers
 import os
 import statistics
 import sys
@@ -128,7 +129,7 @@ def _check(models: Mapping[str, object], input_shape: tuple[int, ...],
         raise TicketlabError(f"baseline {baseline!r} is not among the models measured "
                              f"({', '.join(models)}): name one of them as the baseline")
     for b in batch_sizes:
-        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+        if not isinstance(b, numbers.Integral) or isinstance(b, bool) or b < 1:
             raise TicketlabError(f"batch size {b!r} is not a whole number >= 1: use e.g. 1, "
                                  "64 or 256")
     if not batch_sizes:
