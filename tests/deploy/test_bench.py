@@ -50,8 +50,9 @@ def test_rows_cover_every_model_and_batch_with_consistent_numbers() -> None:
 
 
 def test_interleaved_rounds_on_a_fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A model 10x faster (on a fake clock) runs 10 times per round of the slow one, and the
-    rounds go on until each has min_repeats and min_seconds."""
+    """A model 10x faster (on a fake clock) runs 10 times more per round than the slow one,
+    each in a block after one untimed call, and the rounds go on until each has min_repeats
+    and min_seconds."""
     now = [0]
     calls: list[str] = []
     monkeypatch.setattr(bench, "_clock", lambda: now[0])
@@ -68,8 +69,10 @@ def test_interleaved_rounds_on_a_fake_clock(monkeypatch: pytest.MonkeyPatch) -> 
     slow, fast = rows
     assert calls[:4] == ["slow", "fast"] * 2  # warm-up, interleaved
     timed = calls[4:]
-    assert timed[:11] == ["slow"] + ["fast"] * 10  # one round
-    assert slow["repeats"] == 50 and fast["repeats"] == 500  # 0.05 s each
+    block = bench.BLOCK
+    one_round = ["slow"] * (block + 1) + ["fast"] * (10 * block + 1)
+    assert timed[:len(one_round)] == one_round
+    assert slow["repeats"] == 51 and fast["repeats"] == 510  # 0.05 s each, whole blocks
     assert slow["median_ms"] == pytest.approx(1.0) and fast["p90_ms"] == pytest.approx(0.1)
     assert slow["speedup"] == 1.0 and fast["speedup"] == pytest.approx(10.0)
     assert fast["throughput"] == pytest.approx(3 / 1e-4)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ticketlab.errors import TicketlabError
 from ticketlab.pruning.mask import Mask
 
-MAX_DENSITY = 0.2
+MAX_DENSITY = 0.1
 MIN_WEIGHTS = 4096
 GATHER_BELOW = 0.5  # read only the used inputs when at most this fraction is used
 
