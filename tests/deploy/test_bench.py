@@ -176,3 +176,11 @@ def test_table_and_figure_build() -> None:
     ideal = next(line for line in ax.get_lines() if line.get_linestyle() == "--")
     assert list(ideal.get_ydata()) == pytest.approx([1.0, 5.0, 100 / 1.9])
     fig.savefig(__import__("io").BytesIO(), format="png")
+
+
+def test_count_macs_by_hand() -> None:
+    from ticketlab.deploy.bench import count_macs
+
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
+    # conv: 4 x 5 x 5 outputs of 2 x 3 x 3 products; linear: 3 outputs of 100; per sample
+    assert count_macs(model, torch.zeros(2, 2, 5, 5)) == 2 * (100 * 18 + 3 * 100)

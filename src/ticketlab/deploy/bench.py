@@ -13,6 +13,7 @@ caller does (`ticketlab.threads`).
 from __future__ import annotations
 
 import gc
+import math
 import numbers
 import os
 import statistics
@@ -261,3 +262,27 @@ def _kineto_quiet() -> Iterator[None]:
                     if "ActivityProfilerHandler" not in line]
             if kept:
                 sys.stderr.write("".join(kept))
+
+
+def count_macs(model: nn.Module, example: Tensor) -> int:
+    """Multiply-accumulates of one forward call on `example` in the Conv and Linear layers
+    (the ideal speed-up of a compact model is the dense model's count over its own)."""
+    total = 0
+
+    def hook(module: nn.Module, _: tuple, out: Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.modules.conv._ConvNd):
+            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+            total += out.numel() * per_output
+        elif isinstance(module, nn.Linear):
+            total += out.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return total

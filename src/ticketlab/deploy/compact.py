@@ -116,7 +116,17 @@ def compact(model: nn.Module, mask: Mask, example: Tensor, *,
         if removed or kept_dead:
             records.append({"layer": n, "channels": before, "kept": after, "removed": removed,
                             "kept_dead": kept_dead})
-    return net, records
+    return fast_layout(net), records
+
+
+def fast_layout(model: nn.Module) -> nn.Module:
+    """Conv weights in channels-last layout, which oneDNN (and cuDNN) convolve fastest: the
+    outputs are the same numbers (tested exact), the time on this CPU 1.2-1.5x shorter for
+    Conv-4 and more for its narrower compact layers (docs/deploy.md). A plain memory format
+    of the parameters: the model stays an ordinary module with an ordinary state dict."""
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def _width(module: nn.Module) -> int:
@@ -240,7 +250,7 @@ def resize_like(model: nn.Module, state: Mapping[str, Tensor]) -> nn.Module:
         raise TicketlabError(f"the compact state does not fit {type(model).__name__} "
                              f"({' '.join(first)}): load it into the architecture it was "
                              "exported from") from None
-    return model
+    return fast_layout(model)
 
 
 def _param(module: nn.Module, attr: str, shape: torch.Size) -> None:

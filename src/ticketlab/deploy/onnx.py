@@ -40,6 +40,9 @@ class OnnxSession:
         ort = _runtime()
         options = ort.SessionOptions()
         options.log_severity_level = 4  # fatal only: failures come back as TicketlabError
+        # as many threads as torch uses, so a benchmark compares like with like
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(
                 model if isinstance(model, bytes) else str(model), options,

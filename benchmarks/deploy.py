@@ -1,0 +1,135 @@
+"""Speed-up of exported tickets over the dense network, level by level, in one process.
+
+Two series from finished `ticketlab find` runs:
+
+- unstructured (e.g. LeNet-300-100 on MNIST, every level): the `sparse` export;
+- structured (e.g. Conv-4 by filters): the `compact` export in PyTorch and in onnxruntime;
+  its speed-up over the dense network as trained, and like for like (over the dense network
+  in the same runtime and layout) beside the ideal (the dense network's multiply-accumulates
+  over the export's). The structured figure plots the like-for-like speed-up.
+
+Each level's models are timed with `ticketlab.deploy.bench.measure` (medians of blocks of
+calls, models interleaved) at batch sizes 1, 64 and 256. Prints the tables and writes
+OUT/deploy.json (every row), OUT/<series>.{png,svg} (speed-up against % of weights
+remaining, with the ideal 1/density line):
+
+    PYTHONPATH=src python benchmarks/deploy.py --unstructured RUN --structured RUN \\
+        [--seed 0] [--threads 1] [--seconds 0.5] [--out docs/deploy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from ticketlab.deploy.bench import count_macs, measure
+from ticketlab.deploy.compact import fast_layout
+from ticketlab.experiments.export import export_ticket, load_ticket, onnx_callable
+from ticketlab.experiments.store import RunStore
+from ticketlab.io import write_json
+from ticketlab.report.deploy import speedup_figure
+from ticketlab.report.plots import save_figure
+
+BATCHES = (1, 64, 256)
+
+
+def levels(run: Path, seed: int) -> list[int]:
+    return sorted(r["level"] for r in RunStore.open(run).records()
+                  if r["variant"] == "ticket" and r["seed"] == seed)
+
+
+def unstructured(run: Path, args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for level in levels(run, args.seed):
+        t = load_ticket(run, level=level, seed=args.seed, data_dir=args.data_dir, device="cpu")
+        exported, _ = export_ticket(t, "sparse")
+        csr = sum(r["format"] == "csr" for r in exported.layers)
+        measured = measure({"dense": t.model.eval(), "sparse": exported.module},
+                           tuple(t.data.input_shape), BATCHES, min_seconds=args.seconds,
+                           min_repeats=args.repeats)
+        for r in measured:
+            r.update(level=level, density=t.mask.density(), csr_layers=csr,
+                     format="sparse" if r["model"] != "dense" else "dense")
+        rows += measured
+        print(f"level {level:2d}  {t.mask.density():7.2%} kept  {csr} CSR layers  " +
+              "  ".join(f"b{r['batch']}: {r['speedup']:4.1f}x" for r in measured
+                        if r["model"] == "sparse"), flush=True)
+    return rows
+
+
+def structured(run: Path, args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for level in levels(run, args.seed):
+        t = load_ticket(run, level=level, seed=args.seed, data_dir=args.data_dir, device="cpu")
+        dense = t.model.eval()
+        x = t.data.x_val[:1]
+        compact = export_ticket(t, "compact")[0].module
+        ideal = count_macs(dense, x) / count_macs(compact, x)
+        models = {"dense": dense, "dense channels-last": fast_layout(copy.deepcopy(dense)),
+                  "compact": compact,  # channels-last already: the export's layout
+                  "dense onnx": onnx_callable(dense, t.data.x_val[:8]),
+                  "compact onnx": onnx_callable(compact, t.data.x_val[:8])}
+        measured = measure(models, tuple(t.data.input_shape), BATCHES,
+                           min_seconds=args.seconds, min_repeats=args.repeats)
+        like = {"compact": "dense channels-last", "compact onnx": "dense onnx"}
+        median = {(r["model"], r["batch"]): r["median_ms"] for r in measured}
+        for r in measured:
+            # `speedup`: over the dense network as trained (PyTorch, NCHW); `like_for_like`:
+            # over the dense network in the same runtime and layout, which is what the
+            # ideal (the multiply-accumulates saved) can be compared with
+            base = like.get(r["model"], r["model"])
+            r["like_for_like"] = median[(base, r["batch"])] / r["median_ms"]
+            r.update(level=level, density=t.mask.density(), ideal=ideal,
+                     of_ideal=r["like_for_like"] / ideal, format=r["model"])
+        rows += measured
+        print(f"level {level:2d}  {t.mask.density():7.2%} kept  ideal {ideal:4.1f}x  " +
+              "  ".join(f"{r['model']} b{r['batch']}: {r['speedup']:4.1f}x "
+                        f"({r['of_ideal']:.2f} of ideal)"
+                        for r in measured if r["model"].startswith("compact")), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--unstructured", type=Path, help="a find run at weight granularity")
+    parser.add_argument("--structured", type=Path, help="a find run by filters (or rows)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=0.5, help="time each model at least "
+                        "this long per batch size and level")
+    parser.add_argument("--repeats", type=int, default=10, help="and at least this many calls")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("docs/deploy"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    result = {"command": "PYTHONPATH=src python benchmarks/deploy.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "torch": torch.__version__, "threads": args.threads, "machine": platform.processor()
+        or platform.machine(), "series": {}}
+    for name, run, fn, fmts in (("unstructured", args.unstructured, unstructured, ("sparse",)),
+                                ("structured", args.structured, structured,
+                                 ("compact", "compact onnx"))):
+        if run is None:
+            continue
+        print(f"{name}: {run.name}, seed {args.seed}, {args.threads} thread(s)", flush=True)
+        rows = fn(run, args)
+        result["series"][name] = {"run": run.name, "rows": rows}
+        points = [{"density": r["density"], "batch": r["batch"],
+                   "speedup": r.get("like_for_like", r["speedup"]), "format": r["format"]}
+                  for r in rows if r["format"] in fmts]
+        title = f"{run.name} (seed {args.seed}), {args.threads} thread(s)"
+        save_figure(speedup_figure(points, title), args.out / name)
+    result["seconds"] = round(time.time() - started)
+    write_json(args.out / "deploy.json", result)
+    print(f"written: {args.out / 'deploy.json'} and the figures ({result['seconds']} s)")
+
+
+
+if __name__ == "__main__":
+    main()
