@@ -1,5 +1,6 @@
 """`ticketlab export --format compact|onnx` and `ticketlab bench` on tiny finished runs."""
 
+import importlib.util
 import json
 
 import pytest
@@ -14,6 +15,10 @@ from ticketlab.deploy.onnx import onnx_session
 from ticketlab.experiments.export import load_ticket
 from ticketlab.experiments.imp import run_imp
 from ticketlab.experiments.store import RunStore
+
+needs_deploy = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("torch_pruning", "onnxruntime")),
+    reason="the deploy extra: pip install -e '.[deploy]'")
 
 
 def finished(tmp_path_factory, **overrides) -> RunStore:
@@ -38,6 +43,7 @@ def masked(run: RunStore, level: int) -> torch.nn.Module:
     return t.mask.apply_(t.model).eval()
 
 
+@needs_deploy
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_compact_export_of_a_structured_run_is_smaller_and_equal(by_rows, tmp_path, capsys):
     path = tmp_path / "c.safetensors"
@@ -54,6 +60,7 @@ def test_compact_export_of_a_structured_run_is_smaller_and_equal(by_rows, tmp_pa
         assert torch.allclose(twin(x), loaded(x), atol=ATOL, rtol=0)
 
 
+@needs_deploy
 def test_onnx_export_of_a_structured_run_runs_in_onnxruntime(by_rows, tmp_path, capsys):
     path = tmp_path / "c.onnx"
     code, _, err = cli(capsys, "export", str(by_rows.root), "--format", "onnx", "--out",
@@ -72,6 +79,7 @@ def test_an_unstructured_ticket_is_refused_as_compact(by_weights, tmp_path, caps
         assert not list(tmp_path.iterdir())
 
 
+@needs_deploy
 def test_bench_a_run_and_an_export_file(by_rows, tmp_path, capsys):
     code, out, err = cli(capsys, "bench", str(by_rows.root), "--batch-sizes", "1,4",
                          "--min-seconds", "0.01", "--quiet", "--json", str(tmp_path / "b.json"))

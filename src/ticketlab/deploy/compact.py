@@ -70,9 +70,9 @@ def compact(model: nn.Module, mask: Mask, example: Tensor, *,
     """
     if round_to < 1:
         raise TicketlabError(f"round_to must be a positive whole number, got {round_to}")
-    tp = _torch_pruning()
     mask.check_fits(model)
-    check_structured_mask(mask)
+    check_structured_mask(mask)  # refused for what it is before asking for the extra
+    tp = _torch_pruning()
     net = copy.deepcopy(model).eval()
     mask.apply_(net)
     with torch.no_grad():
