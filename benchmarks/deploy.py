@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import time
 from pathlib import Path
@@ -94,6 +95,22 @@ def structured(run: Path, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+FORMATS = {"unstructured": ("sparse",), "structured": ("compact", "compact onnx")}
+
+
+def draw(result: dict, seed: int, threads: int, out: Path) -> None:
+    """OUT/<series>.{png,svg} from the rows (structured: like for like, ideal = MACs)."""
+    for name, series in result["series"].items():
+        points = [{"density": r["density"], "batch": r["batch"],
+                   "speedup": r.get("like_for_like", r["speedup"]), "format": r["format"],
+                   "ideal": r.get("ideal")}
+                  for r in series["rows"] if r["format"] in FORMATS[name]]
+        title = f"{series['run']} (seed {seed}), {threads} thread(s)"
+        if name == "structured":
+            title += "\nover the dense network in the same runtime and layout"
+        save_figure(speedup_figure(points, title), out / name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unstructured", type=Path, help="a find run at weight granularity")
@@ -105,28 +122,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="and at least this many calls")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/deploy"))
+    parser.add_argument("--replot", action="store_true", help="only draw the figures again "
+                        "from OUT/deploy.json")
     args = parser.parse_args()
+    if args.replot:
+        result = json.loads((args.out / "deploy.json").read_text())
+        draw(result, result.get("seed", args.seed), result["threads"], args.out)
+        return
     torch.set_num_threads(args.threads)
     started = time.time()
-    result = {"command": "PYTHONPATH=src python benchmarks/deploy.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
-        "torch": torch.__version__, "threads": args.threads, "machine": platform.processor()
-        or platform.machine(), "series": {}}
-    for name, run, fn, fmts in (("unstructured", args.unstructured, unstructured, ("sparse",)),
-                                ("structured", args.structured, structured,
-                                 ("compact", "compact onnx"))):
+    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                       if v is not None and k != "replot")
+    result = {"command": f"PYTHONPATH=src python benchmarks/deploy.py {options}",
+              "torch": torch.__version__, "threads": args.threads, "seed": args.seed,
+              "machine": platform.processor() or platform.machine(), "series": {}}
+    for name, run, fn in (("unstructured", args.unstructured, unstructured),
+                          ("structured", args.structured, structured)):
         if run is None:
             continue
         print(f"{name}: {run.name}, seed {args.seed}, {args.threads} thread(s)", flush=True)
-        rows = fn(run, args)
-        result["series"][name] = {"run": run.name, "rows": rows}
-        points = [{"density": r["density"], "batch": r["batch"],
-                   "speedup": r.get("like_for_like", r["speedup"]), "format": r["format"]}
-                  for r in rows if r["format"] in fmts]
-        title = f"{run.name} (seed {args.seed}), {args.threads} thread(s)"
-        save_figure(speedup_figure(points, title), args.out / name)
+        result["series"][name] = {"run": run.name, "rows": fn(run, args)}
     result["seconds"] = round(time.time() - started)
     write_json(args.out / "deploy.json", result)
+    draw(result, args.seed, args.threads, args.out)
     print(f"written: {args.out / 'deploy.json'} and the figures ({result['seconds']} s)")
 
 

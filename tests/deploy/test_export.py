@@ -182,3 +182,13 @@ def test_export_cli_refuses_an_out_directory_and_a_damaged_mask(run, tmp_path, c
         assert not (tmp_path / "x.safetensors").exists()
     finally:
         mask_file.write_bytes(good)
+
+
+def test_the_core_does_not_import_the_optional_extras():
+    code = ("import sys, ticketlab.cli, ticketlab.deploy.export, ticketlab.deploy.artifact, "
+            "ticketlab.experiments.export, ticketlab.deploy.compact, ticketlab.deploy.onnx\n"
+            "print(sorted(m for m in ('torch_pruning', 'onnx', 'onnxruntime', 'lightning') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
