@@ -30,6 +30,7 @@ import torch
 
 from ticketlab.deploy.bench import count_macs, measure
 from ticketlab.deploy.compact import fast_layout
+from ticketlab.deploy.sparse import SparseLinear, _feature_major
 from ticketlab.experiments.export import export_ticket, load_ticket, onnx_callable
 from ticketlab.experiments.store import RunStore
 from ticketlab.io import write_json
@@ -61,6 +62,62 @@ def unstructured(run: Path, args: argparse.Namespace) -> list[dict]:
               "  ".join(f"b{r['batch']}: {r['speedup']:4.1f}x" for r in measured
                         if r["model"] == "sparse"), flush=True)
     return rows
+
+
+def breakdown(run: Path, args: argparse.Namespace, batch: int = 64) -> list[dict]:
+    """Where the sparse export's time goes at the level nearest 1.9%: each layer (and the
+    ReLU after it: an MLP such as LeNet) of the export and of the dense network, timed alone
+    on the input it gets in the network."""
+    import numpy as np
+
+    lv = levels(run, args.seed)
+    t0 = load_ticket(run, level=lv[0], seed=args.seed, data_dir=args.data_dir, device="cpu")
+    densities = {}
+    for level in lv:
+        densities[level] = load_ticket(run, level=level, seed=args.seed,
+                                       data_dir=args.data_dir, device="cpu").mask.density()
+    level = min(lv, key=lambda k: abs(np.log(densities[k] / 0.019)))
+    t = load_ticket(run, level=level, seed=args.seed, data_dir=args.data_dir, device="cpu")
+    sparse = export_ticket(t, "sparse")[0].module
+    dense = t0.model.eval()
+    x = torch.randn(batch, *t.data.input_shape, generator=torch.Generator().manual_seed(0))
+    parts: dict = {"dense: whole": dense, "sparse: whole": sparse}
+    for label, net in (("dense", dense), ("sparse", sparse)):
+        inputs: dict = {}
+        def keep(name: str, got: dict = inputs):  # a forward hook that returns None
+            return lambda module, args, output: got.__setitem__(name, args[0])
+
+        hooks = [m.register_forward_hook(keep(n)) for n, m in net.named_children()]
+        with torch.inference_mode():
+            net(x)
+        for h in hooks:
+            h.remove()
+        children = list(net.named_children())
+        for k, (n, m) in enumerate(children):
+            parts[f"{label}: {n} ({type(m).__name__})"] = lambda _, m=m, i=inputs[n]: m(i)
+            if isinstance(m, SparseLinear) and not inputs[n].t().is_contiguous():
+                parts[f"{label}: {n}, its input's layout change"] = (
+                    lambda _, m=m, i=inputs[n]: _feature_major(i, m.inputs, m.gather))
+            if k < len(children) - 1:  # an MLP: a ReLU after every layer but the output
+                parts[f"{label}: {n} relu"] = lambda _, i=inputs[n], m=m: _relu(m, i)
+    rows = measure(parts, tuple(t.data.input_shape), (batch,), baseline="dense: whole",
+                   min_seconds=args.seconds, min_repeats=args.repeats)
+    print(f"breakdown at level {level} ({densities[level]:.2%} kept), batch {batch}:")
+    for r in rows:
+        print(f"  {r['model']:32s} {1e3 * r['median_ms']:8.1f} us")
+        r.update(level=level, density=densities[level])
+    return rows
+
+
+_OUTPUTS: dict = {}
+
+
+def _relu(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The ReLU after `module` on its actual output (computed once, outside the timing)."""
+    key = (id(module), id(x))
+    if key not in _OUTPUTS:
+        _OUTPUTS[key] = module(x)
+    return _OUTPUTS[key].relu()
 
 
 def structured(run: Path, args: argparse.Namespace) -> list[dict]:
@@ -122,9 +179,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="and at least this many calls")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/deploy"))
+    parser.add_argument("--breakdown-only", action="store_true", help="only time the "
+                        "unstructured run's layers at ~1.9%% (OUT/breakdown.json)")
     parser.add_argument("--replot", action="store_true", help="only draw the figures again "
                         "from OUT/deploy.json")
     args = parser.parse_args()
+    if args.breakdown_only:  # the per-layer times only, into OUT/breakdown.json
+        torch.set_num_threads(args.threads)
+        write_json(args.out / "breakdown.json", {
+            "command": "PYTHONPATH=src python benchmarks/deploy.py --breakdown-only "
+                       f"--unstructured {args.unstructured} --seed {args.seed} --threads "
+                       f"{args.threads} --seconds {args.seconds} --repeats {args.repeats}",
+            "torch": torch.__version__, "rows": breakdown(args.unstructured, args)})
+        return
     if args.replot:
         result = json.loads((args.out / "deploy.json").read_text())
         draw(result, result.get("seed", args.seed), result["threads"], args.out)
@@ -132,7 +199,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.time()
     options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                       if v is not None and k != "replot")
+                       if v is not None and k not in ("replot", "breakdown_only"))
     result = {"command": f"PYTHONPATH=src python benchmarks/deploy.py {options}",
               "torch": torch.__version__, "threads": args.threads, "seed": args.seed,
               "machine": platform.processor() or platform.machine(), "series": {}}
@@ -142,6 +209,8 @@ def main() -> None:
             continue
         print(f"{name}: {run.name}, seed {args.seed}, {args.threads} thread(s)", flush=True)
         result["series"][name] = {"run": run.name, "rows": fn(run, args)}
+        if name == "unstructured":
+            result["breakdown"] = breakdown(run, args)
     result["seconds"] = round(time.time() - started)
     write_json(args.out / "deploy.json", result)
     draw(result, args.seed, args.threads, args.out)
