@@ -109,6 +109,13 @@ def test_bench_errors(by_weights, capsys, argv, needle):
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
 
 
-def test_bench_a_missing_target(tmp_path, capsys):
+def test_bench_a_missing_or_foreign_target(tmp_path, capsys):
     code, _, err = cli(capsys, "bench", str(tmp_path / "nothing"), "--quiet")
     assert code == 2 and "neither a run directory nor an export file" in err
+    (tmp_path / "t.onnx").write_bytes(b"onnx")
+    code, _, err = cli(capsys, "bench", str(tmp_path / "t.onnx"), "--quiet")
+    assert code == 2 and "bench the run it came from" in err
+    (tmp_path / "t.safetensors").write_bytes(b"not safetensors")
+    code, _, err = cli(capsys, "bench", str(tmp_path / "t.safetensors"), "--quiet")
+    assert code == 2 and "export the ticket again" in err
+    assert len(err.strip().splitlines()) == 1

@@ -117,6 +117,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for fmt in args.formats or ():
         check_format(fmt)
     target = Path(args.target)
+    if target.is_file() and target.suffix in (".onnx", ".pt"):
+        raise TicketlabError(f"{target} does not say its architecture, so there is no dense "
+                             "network to compare it with: bench the run it came from "
+                             "(ticketlab bench RUN_DIR --formats onnx) or its .safetensors")
     if target.is_file():
         dense, module = load_artifact(target)
         models = {"dense": dense, target.name: module}
