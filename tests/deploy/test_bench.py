@@ -176,6 +176,14 @@ def test_table_and_figure_build() -> None:
     ideal = next(line for line in ax.get_lines() if line.get_linestyle() == "--")
     assert list(ideal.get_ydata()) == pytest.approx([1.0, 5.0, 100 / 1.9])
     fig.savefig(__import__("io").BytesIO(), format="png")
+    # a compact series gives its own ideal (multiply-accumulates saved), drawn instead
+    for p in points:
+        p["ideal"] = 1 / p["density"] ** 2
+    ax = speedup_figure(points, "Conv-4 by filters").axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "ideal: multiply-accumulates saved" in labels
+    ideal = next(line for line in ax.get_lines() if line.get_linestyle() == "--")
+    assert list(ideal.get_ydata()) == pytest.approx([1.0, 25.0, 1 / 0.019 ** 2])
 
 
 def test_count_macs_by_hand() -> None:
