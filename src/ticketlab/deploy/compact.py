@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ticketlab.deploy.verify import TOLERANCE
 from ticketlab.errors import TicketlabError
 from ticketlab.pruning.mask import Mask
 
@@ -33,8 +34,9 @@ _CONV = nn.modules.conv._ConvNd
 _NORM = nn.modules.batchnorm._BatchNorm
 _LAYERS = (_CONV, nn.Linear)
 # outputs agree to this, relative to the largest output: dropping exact zeros changes only the
-# order of float additions (different matrix shapes take different kernels)
-CHECK_TOLERANCE = 1e-4
+# order of float additions (different matrix shapes take different kernels); the bound every
+# export is verified to
+CHECK_TOLERANCE = TOLERANCE
 _NEEDS = "compact export needs Torch-Pruning: pip install 'ticketlab[deploy]'"
 
 
