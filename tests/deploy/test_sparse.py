@@ -62,6 +62,20 @@ def test_sparse_linear_chains_without_copies_and_takes_any_leading_shape():
         assert torch.allclose(sa(x3), a(x3), atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("dead_inputs", [100, 500])
+def test_a_sparse_layer_deep_copies_and_keeps_its_mask(dead_inputs):
+    import copy
+
+    layer, keep = masked_linear(dead_inputs=dead_inputs)
+    sparse = SparseLinear(layer.weight, keep, layer.bias)
+    assert torch.equal(sparse.kept(), keep)
+    twin = copy.deepcopy(nn.Sequential(sparse))[0]  # torch alone cannot copy CSR tensors
+    x = torch.randn(8, 784)
+    with torch.inference_mode():
+        assert torch.equal(twin(x), sparse(x))
+    assert twin.weight is not sparse.weight and torch.equal(twin.kept(), keep)
+
+
 def test_a_kept_weight_that_is_zero_stays_kept():
     layer, keep = masked_linear()
     r, c = keep.nonzero()[0]

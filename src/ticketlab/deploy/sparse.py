@@ -93,6 +93,22 @@ class SparseLinear(nn.Module):
         w[:, self.inputs] = self.weight.to_dense()
         return w
 
+    def kept(self) -> Tensor:
+        """The layer's mask: which weights it keeps (bool, out x in)."""
+        keep = torch.zeros(self.out_features, self.in_features, dtype=torch.bool,
+                           device=self.bias.device)
+        rows = torch.repeat_interleave(torch.arange(self.out_features, device=keep.device),
+                                       self.weight.crow_indices().diff().long())
+        keep[rows, self.inputs[self.weight.col_indices().long()]] = True
+        return keep
+
+    def __deepcopy__(self, memo: dict) -> SparseLinear:
+        # torch cannot deep-copy a CSR tensor ("Cannot access storage"): rebuild the layer
+        copied = SparseLinear(self.dense_weight(), self.kept(), self.bias[:, 0].clone())
+        copied.train(self.training)
+        memo[id(self)] = copied
+        return copied
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2:
             return self.forward(x.reshape(-1, self.in_features)).reshape(
