@@ -97,7 +97,7 @@ def breakdown(run: Path, args: argparse.Namespace, batch: int = 64) -> list[dict
             parts[f"{label}: {n} ({type(m).__name__})"] = lambda _, m=m, i=inputs[n]: m(i)
             if isinstance(m, SparseLinear) and not inputs[n].t().is_contiguous():
                 parts[f"{label}: {n}, its input's layout change"] = (
-                    lambda _, m=m, i=inputs[n]: _feature_major(i, m.inputs, m.gather))
+                    lambda _, i=inputs[n]: _feature_major(i))
             if k < len(children) - 1:  # an MLP: a ReLU after every layer but the output
                 parts[f"{label}: {n} relu"] = lambda _, i=inputs[n], m=m: _relu(m, i)
     rows = measure(parts, tuple(t.data.input_shape), (batch,), baseline="dense: whole",

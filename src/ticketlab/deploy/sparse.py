@@ -21,7 +21,6 @@ import copy
 import warnings
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -39,15 +38,13 @@ def goes_sparse(mask: Tensor, module: nn.Module) -> bool:
             and int(mask.sum()) <= MAX_DENSITY * mask.numel())
 
 
-def _feature_major(x: Tensor, rows: Tensor, gather: bool) -> Tensor:
-    """x (batch, features) as a contiguous (features, batch) tensor, only `rows` if `gather`."""
-    xt = x.t()
-    if (not torch.jit.is_scripting() and not torch.jit.is_tracing() and not xt.is_contiguous()
-            and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad):
-        # numpy's transposing copy (and gather) is twice as fast as torch's on a CPU
-        return torch.from_numpy(np.take(x.numpy().T, rows.numpy(), axis=0) if gather
-                                else x.numpy().T.copy())
-    return xt.index_select(0, rows) if gather else xt.contiguous()
+def _feature_major(x: Tensor) -> Tensor:
+    """A batch-major x (batch, features) as a contiguous (features, batch) tensor."""
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+            and not torch.jit.is_scripting() and not torch.jit.is_tracing()):
+        # numpy's transposing copy is twice as fast as torch's on a CPU
+        return torch.from_numpy(x.numpy().T.copy())
+    return x.t().contiguous()
 
 
 class SparseLinear(nn.Module):
@@ -116,7 +113,11 @@ class SparseLinear(nn.Module):
         if x.shape[0] == 1:  # one sample: a matrix-vector product, no layout to change
             v = x[0].index_select(0, self.inputs) if self.gather else x[0]
             return torch.addmv(self.bias.view(-1), self.weight, v).unsqueeze(0)
-        xt = _feature_major(x, self.inputs, self.gather)
+        xt = x.t()
+        if not xt.is_contiguous():  # batch-major (the first sparse layer): one copy
+            xt = _feature_major(x)
+        if self.gather:
+            xt = xt.index_select(0, self.inputs)
         return torch.addmm(self.bias, self.weight, xt).t()
 
     def extra_repr(self) -> str:
