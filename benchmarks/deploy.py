@@ -24,6 +24,7 @@ import copy
 import json
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from ticketlab.deploy.compact import fast_layout
 from ticketlab.deploy.sparse import SparseLinear, _feature_major
 from ticketlab.experiments.export import export_ticket, load_ticket, onnx_callable
 from ticketlab.experiments.store import RunStore
+from ticketlab.experiments.trained import Trained
 from ticketlab.io import write_json
 from ticketlab.report.deploy import speedup_figure
 from ticketlab.report.plots import save_figure
@@ -40,15 +42,25 @@ from ticketlab.report.plots import save_figure
 BATCHES = (1, 64, 256)
 
 
-def levels(run: Path, seed: int) -> list[int]:
-    return sorted(r["level"] for r in RunStore.open(run).records()
-                  if r["variant"] == "ticket" and r["seed"] == seed)
+def levels(run: Path, seed: int) -> dict[int, float]:
+    """Each finished ticket level of `seed` and its density (from the run's records)."""
+    return dict(sorted((r["level"], r["density"]) for r in RunStore.open(run).records()
+                       if r["variant"] == "ticket" and r["seed"] == seed))
+
+
+def tickets(run: Path, args: argparse.Namespace) -> Iterator[tuple[int, Trained]]:
+    """Each finished ticket of `args.seed`, level by level, the dataset loaded once."""
+    data = None
+    for level in levels(run, args.seed):
+        t = load_ticket(run, level=level, seed=args.seed, data_dir=args.data_dir,
+                        device="cpu", data=data)
+        data = t.data
+        yield level, t
 
 
 def unstructured(run: Path, args: argparse.Namespace) -> list[dict]:
     rows = []
-    for level in levels(run, args.seed):
-        t = load_ticket(run, level=level, seed=args.seed, data_dir=args.data_dir, device="cpu")
+    for level, t in tickets(run, args):
         exported, _ = export_ticket(t, "sparse")
         csr = sum(r["format"] == "csr" for r in exported.layers)
         measured = measure({"dense": t.model.eval(), "sparse": exported.module},
@@ -70,14 +82,11 @@ def breakdown(run: Path, args: argparse.Namespace, batch: int = 64) -> list[dict
     on the input it gets in the network."""
     import numpy as np
 
-    lv = levels(run, args.seed)
-    t0 = load_ticket(run, level=lv[0], seed=args.seed, data_dir=args.data_dir, device="cpu")
-    densities = {}
-    for level in lv:
-        densities[level] = load_ticket(run, level=level, seed=args.seed,
-                                       data_dir=args.data_dir, device="cpu").mask.density()
-    level = min(lv, key=lambda k: abs(np.log(densities[k] / 0.019)))
-    t = load_ticket(run, level=level, seed=args.seed, data_dir=args.data_dir, device="cpu")
+    densities = levels(run, args.seed)
+    level = min(densities, key=lambda k: abs(np.log(densities[k] / 0.019)))
+    t0 = load_ticket(run, level=min(densities), seed=args.seed, data_dir=args.data_dir,
+                     device="cpu")
+    t = load_ticket(run, level=level, seed=args.seed, device="cpu", data=t0.data)
     sparse = export_ticket(t, "sparse")[0].module
     dense = t0.model.eval()
     x = torch.randn(batch, *t.data.input_shape, generator=torch.Generator().manual_seed(0))
@@ -122,8 +131,7 @@ def _relu(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def structured(run: Path, args: argparse.Namespace) -> list[dict]:
     rows = []
-    for level in levels(run, args.seed):
-        t = load_ticket(run, level=level, seed=args.seed, data_dir=args.data_dir, device="cpu")
+    for level, t in tickets(run, args):
         dense = t.model.eval()
         x = t.data.x_val[:1]
         compact = export_ticket(t, "compact")[0].module

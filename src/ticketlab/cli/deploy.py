@@ -122,11 +122,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              "network to compare it with: bench the run it came from "
                              "(ticketlab bench RUN_DIR --formats onnx) or its .safetensors")
     if target.is_file():
-        dense, module = load_artifact(target)
+        dense, module, shape = load_artifact(target)
         models = {"dense": dense, target.name: module}
-        from ticketlab.deploy.artifact import read_meta
-
-        shape = tuple(read_meta(target)[1]["spec"]["input_shape"])
         title = str(target)
     else:
         if not target.is_dir():

@@ -95,6 +95,12 @@ def load_export(path: Path, model: nn.Module | None = None) -> nn.Module:
         from ticketlab.models import build_model
 
         model = build_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"])
+    return rebuild(tensors, meta, model, path)
+
+
+def rebuild(tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: nn.Module,
+            path: Path) -> nn.Module:
+    """`read_meta`'s tensors and metadata as the export, on `model` (original architecture)."""
     try:
         if meta["format"] == "sparse":
             from ticketlab.deploy.sparse import dense_state, sparsify_model

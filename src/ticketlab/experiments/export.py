@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ticketlab.data.dataset import Dataset
 from ticketlab.deploy.export import FORMATS, Exported, check_format, export
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore
@@ -20,11 +21,12 @@ VERIFY_INPUTS = 512  # validation images every export is checked on (the test se
 
 def load_ticket(run_dir: Path, *, level: int | None = None, seed: int | None = None,
                 variant: str | None = None, data_dir: Path | None = None,
-                device: str = "auto") -> Trained:
-    """A finished unit of a run (level None: the seed's last), with its data."""
+                device: str = "auto", data: Dataset | None = None) -> Trained:
+    """A finished unit of a run (level None: the seed's last), with its data (`data`: the
+    run's dataset already loaded, when several units are read)."""
     store = RunStore.open(Path(run_dir))
     return load_trained(store, pick_unit(store, level, seed, variant), data_dir=data_dir,
-                        device=device)
+                        device=device, data=data)
 
 
 def spec_of(t: Trained) -> dict[str, Any]:
@@ -77,15 +79,20 @@ def onnx_callable(module: nn.Module, inputs: Tensor) -> Callable[[Tensor], Tenso
         return onnx_session(Path(folder) / "model.onnx")  # the session holds the model
 
 
-def load_artifact(path: Path) -> tuple[nn.Module, nn.Module]:
-    """(dense model of the architecture, the export) for an export file made by ticketlab."""
-    from ticketlab.deploy.artifact import load_export, read_meta
+def load_artifact(path: Path) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+    """(dense model of the architecture, the export, the input shape) for an export file
+    made by ticketlab; the file is read once."""
+    from ticketlab.deploy.artifact import read_meta, rebuild
     from ticketlab.models import build_model
 
-    _, meta = read_meta(path)
+    tensors, meta = read_meta(path)
     spec = meta.get("spec")
     if not spec:
         raise TicketlabError(f"{path} does not say its architecture: bench its run instead "
                              "(ticketlab bench RUN_DIR)")
-    dense = build_model(spec["model"], tuple(spec["input_shape"]), spec["num_classes"])
-    return dense.eval(), load_export(path)
+    shape = tuple(spec["input_shape"])
+
+    def fresh() -> nn.Module:
+        return build_model(spec["model"], shape, spec["num_classes"])
+
+    return fresh().eval(), rebuild(tensors, meta, fresh(), path), shape

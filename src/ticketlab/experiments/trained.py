@@ -55,10 +55,12 @@ class Trained:
 
 
 def load_trained(store: RunStore, unit: Unit, *, data_dir: Path | None = None,
-                 device: str = "auto") -> Trained:
+                 device: str = "auto", data: Dataset | None = None) -> Trained:
+    """`data`: the run's dataset already loaded (on `device`), when several units are read."""
     config = ExperimentConfig.from_science(store.config()["science"])
     dev = resolve_device(device)
-    data = config.data.load(store.data_dir() if data_dir is None else data_dir, device=dev)
+    if data is None:
+        data = config.data.load(store.data_dir() if data_dir is None else data_dir, device=dev)
     model = build_model(config.model.model, data.input_shape, data.num_classes,
                         config.model.init, 0).to(dev)
     model.load_state_dict(store.load_weights(unit, "final", str(dev)))
