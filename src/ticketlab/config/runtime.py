@@ -12,6 +12,18 @@ from typing import Any
 from ticketlab.config.fields import FlatField, flat_fields, setting
 from ticketlab.errors import TicketlabError
 
+EXECUTORS = ("auto", "sequential", "vectorized", "processes", "ray")
+
+
+def _jobs(text: str) -> int | str:
+    text = str(text).strip()
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise TicketlabError(f"--jobs must be a positive integer or auto, got {text!r}: e.g. "
+                             "--jobs 2 (auto: one worker per core, see `executors`)")
+    return int(text)
+
 
 def _threads(text: str) -> int | str:
     from ticketlab.threads import resolve_threads
@@ -43,6 +55,19 @@ class Runtime:
         "auto", "torch's intra-op threads: auto (1 per process, or $OMP_NUM_THREADS when set; "
         "measured by benchmarks/threads.py: two threads on layers this small collapse when "
         "another process keeps a core busy) or a count", parse=_threads, metavar="N")
+    # Where the plan's units run (`ticketlab.executors`); none changes a number, except that
+    # vectorized training rounds differently from one model alone.
+    executor: str = setting(
+        "auto", "how the plan's units run: sequential (one after another in this process), "
+        "vectorized (a level's units together), processes (--jobs worker processes), ray "
+        "(tasks on a Ray cluster, --address); auto: vectorized on a GPU, processes on a CPU "
+        "when the work pays for the workers' start, else sequential", choices=EXECUTORS)
+    jobs: int | str = setting(
+        "auto", "worker processes of --executor processes, each with --threads threads "
+        "(auto: cores // threads)", parse=_jobs, metavar="N")
+    address: str | None = setting(
+        None, "the Ray cluster --executor ray joins, e.g. ray://head:10001 or auto (default: "
+        "a Ray instance started on this machine)", metavar="ADDR")
     command: str | None = setting(None, flag=None)  # the command line, kept in config.json
     recompute: bool = setting(False, "check every file of the run first; delete the units "
                               "with a damaged file (and unfinished units started from them) "
@@ -51,6 +76,11 @@ class Runtime:
     def validate(self) -> None:
         """Checks that need no torch: the device's spelling, the checkpoint interval."""
         check_device_name(self.device)
+        if self.executor not in EXECUTORS:
+            raise TicketlabError(f"unknown executor '{self.executor}': choose one of "
+                                 f"{', '.join(EXECUTORS)}")
+        if self.jobs != "auto":
+            _jobs(str(self.jobs))
         c = self.checkpoint_every
         if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c < 0:
             raise TicketlabError(f"--checkpoint-every must be a finite number of seconds >= 0, "

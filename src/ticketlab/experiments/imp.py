@@ -85,6 +85,12 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
         return _run_imp(config, runtime, reporter, threads)
 
 
+def run_many(configs: list[ExperimentConfig], runtime: Runtime | None = None,
+             reporter: Reporter | None = None) -> list[dict[str, Any]]:
+    """Runs several experiments as one plan (a sweep); returns their summaries, in order."""
+    return [run_imp(c, runtime, reporter) for c in configs]
+
+
 def _run_imp(config: ExperimentConfig, runtime: Runtime, reporter: Reporter | None,
              threads: int) -> dict[str, Any]:
     device = resolve_device(runtime.device)
