@@ -110,8 +110,8 @@ def _run(args: argparse.Namespace, engine: Callable[..., dict[str, Any]],
         try:
             summary = engine(config, runtime, reporter)
         except interrupt.Interrupted as e:
-            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
-                      "again to resume", highlight=False)
+            err.print(f"{e}; progress is saved: run the same command again to resume",
+                      highlight=False)
             return 130
     out.print(table(summary, title=summary["run"]))
     out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
@@ -143,8 +143,8 @@ def cmd_criteria(args: argparse.Namespace) -> int:
             for c in configs:
                 runs.append(runtime.out / run_imp(c, runtime, reporter)["run"])
         except interrupt.Interrupted as e:
-            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
-                      "again to resume", highlight=False)
+            err.print(f"{e}; progress is saved: run the same command again to resume",
+                      highlight=False)
             return 130
     store = RunStore.open(runs[0])
     records = scan_supermasks(store, config.one_shot, tuple(criteria), data_dir=runtime.data_dir,

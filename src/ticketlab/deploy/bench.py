@@ -13,7 +13,6 @@ caller does (`ticketlab.threads`).
 from __future__ import annotations
 
 import gc
-import math
 import numbers
 import os
 import statistics
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ticketlab.errors import TicketlabError
+from ticketlab.models.cost import count_macs  # noqa: F401  (the ideal speed-ups use it)
 
 _clock = time.perf_counter_ns  # a module global, so tests can run a fake clock
 BLOCK = 3  # timed calls in a row of the slowest model per round (the others: as many seconds)
@@ -264,25 +264,3 @@ def _kineto_quiet() -> Iterator[None]:
                 sys.stderr.write("".join(kept))
 
 
-def count_macs(model: nn.Module, example: Tensor) -> int:
-    """Multiply-accumulates of one forward call on `example` in the Conv and Linear layers
-    (the ideal speed-up of a compact model is the dense model's count over its own)."""
-    total = 0
-
-    def hook(module: nn.Module, _: tuple, out: Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.modules.conv._ConvNd):
-            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
-            total += out.numel() * per_output
-        elif isinstance(module, nn.Linear):
-            total += out.numel() * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
-    try:
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    return total

@@ -50,6 +50,7 @@ class Context:
     reporter: Reporter | None
     siblings: list[RunStore]  # runs with the same dense training, to borrow level 0 from
     together: bool = False  # a level's units train in one vectorised pass (plan_training)
+    driver: bool = True  # the process that writes config.json and summary.json (not a worker)
 
     @functools.cached_property
     def followers(self) -> dict[str, list[str]] | None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,42 +79,64 @@ def run_imp(config: ExperimentConfig, runtime: Runtime | None = None,
 
     Torch's intra-op thread count is `runtime.threads` while it runs (one by default, see
     `ticketlab.threads`) and the caller's again afterwards."""
-    runtime = runtime or Runtime()
-    config.validate()
-    runtime.validate()
-    with using_threads(runtime.threads) as threads:
-        return _run_imp(config, runtime, reporter, threads)
+    return run_many([config], runtime, reporter)[0]
 
 
 def run_many(configs: list[ExperimentConfig], runtime: Runtime | None = None,
              reporter: Reporter | None = None) -> list[dict[str, Any]]:
-    """Runs several experiments as one plan (a sweep); returns their summaries, in order."""
-    return [run_imp(c, runtime, reporter) for c in configs]
+    """Runs several experiments as one plan (a sweep); returns their summaries, in order.
+
+    Every run directory is opened first (so a later run borrows an earlier one's dense
+    training), then the plan of all their units goes to the executor `runtime.executor`
+    (`ticketlab.executors`). This process, the driver, is the only one that writes
+    config.json and summary.json."""
+    from ticketlab.executors import choose_executor, execute
+    from ticketlab.experiments.plan import make_plan
+
+    runtime = runtime or Runtime()
+    for config in configs:
+        config.validate()
+    runtime.validate()
+    with using_threads(runtime.threads) as threads:
+        contexts = [open_run(c, runtime, threads) for c in configs]
+        plan = make_plan(contexts)
+        choice = choose_executor(plan, runtime, threads)
+        for ctx in contexts:
+            ctx.store.record("units_trained", choice.describe(ctx))
+            if reporter:
+                reporter.start_run(ctx.config, ctx.store, ctx.device)
+            if runtime.recompute:
+                recompute_damaged(ctx, reporter)
+        if runtime.recompute:
+            plan = make_plan(contexts)  # what --recompute deleted is to do again
+        for ctx in contexts:
+            ctx.reporter = reporter
+        if reporter:
+            for r, unit in plan.done:
+                reporter.end_unit(unit, contexts[r].store.result(unit), reused=True)
+        execute(plan, choice, reporter)
+        return [ctx.store.write_summary() for ctx in contexts]
 
 
-def _run_imp(config: ExperimentConfig, runtime: Runtime, reporter: Reporter | None,
-             threads: int) -> dict[str, Any]:
+def open_run(config: ExperimentConfig, runtime: Runtime, threads: int,
+             driver: bool = True, root: Path | None = None) -> Context:
+    """What every unit of a run shares: data, budget, store. The driver creates (or checks)
+    the run directory and its config.json; a worker only opens `root`."""
     device = resolve_device(runtime.device)
     data = config.data.load(runtime.data_dir, runtime.download, device)
     ipe = data.iterations_per_epoch(config.training.batch_size)
     rewind, end = config.budget(ipe)
-    store = RunStore.create(runtime.out, config, runtime.command, threads=threads)
-    if config.data.dataset in SOURCES:  # read from files: say where, for later commands
-        store.record_data_dir(resolve_data_dir(runtime.data_dir))
+    if driver:
+        store = RunStore.create(runtime.out, config, runtime.command, threads=threads)
+        if config.data.dataset in SOURCES:  # read from files: say where, for later commands
+            store.record_data_dir(resolve_data_dir(runtime.data_dir))
+    else:
+        store = RunStore(root or runtime.out / config.run_name())
     eval_every = Step.parse(config.training.eval_every).iterations(ipe)
-    ctx = Context(config, runtime, store, data, device, rewind, end, eval_every, reporter,
-                  store.siblings(config.dense_science()))
-    ctx.together, how = plan_training(ctx)
-    store.record("units_trained", how)
-    if reporter:
-        reporter.start_run(config, ctx.store, device)  # the display says `how` (config.json)
-    if runtime.recompute:
-        recompute_damaged(ctx, reporter)
-    with store.session():  # cleans up after killed processes when it is alone on the run
-        for level in range(config.n_levels + 1):
-            variants = ("ticket", *config.controls) if level else ("ticket",)
-            run_units(ctx, [Unit(seed, level, v) for seed in config.seeds for v in variants])
-        return ctx.store.write_summary()
+    ctx = Context(config, runtime, store, data, device, rewind, end, eval_every, None,
+                  store.siblings(config.dense_science()), driver=driver)
+    ctx.together = plan_training(ctx)[0]
+    return ctx
 
 
 def _units(config: ExperimentConfig) -> list[Unit]:
@@ -170,6 +193,8 @@ def plan_training(ctx: Context) -> tuple[bool, str]:
     """Whether a level's units train together (vectorised), and what config.json and the
     progress display say about it: "together (vectorised)" or "one by one: <why>"."""
     vectorize = ctx.runtime.vectorize
+    if ctx.runtime.executor == "vectorized" and vectorize is None:
+        vectorize = True
     if vectorize is False:
         return False, "one by one: --no-vectorize"
     if vectorize is None and ctx.device.type != "cuda":
@@ -198,11 +223,6 @@ def _reused(ctx: Context, unit: Unit, adopt: bool = True) -> bool:
 def _run_one_by_one(ctx: Context, pending: list[Unit]) -> None:
     held = []
     for unit in pending:
-        ticket = Unit(unit.seed, unit.level, "ticket")
-        if unit.level and unit != ticket and not (ctx.store.dir(ticket) / "mask.safetensors"
-                                                  ).is_file():
-            held.append(unit)  # its ticket's mask is being cut by another process
-            continue
         lock = ctx.store.try_lock(unit)
         if lock is None:
             held.append(unit)
@@ -273,6 +293,7 @@ def _train_alone(ctx: Context, unit: Unit) -> None:
     store = ctx.store
     model, mask, start, frozen = _start(ctx, unit)
     progress = ctx.reporter.start_units([unit], start, ctx.end) if ctx.reporter else None
+    began = time.monotonic()
     on_snapshot: Callable | None = None
     if unit.level == 0:
         on_snapshot = lambda state: store.save_weights(unit, "rewind", state)
@@ -282,7 +303,7 @@ def _train_alone(ctx: Context, unit: Unit) -> None:
         snapshot_at=ctx.rewind if unit.level == 0 else None, on_snapshot=on_snapshot,
         checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every), progress=progress,
     )
-    _finish(ctx, unit, model, mask, start, metrics)
+    _finish(ctx, unit, model, mask, start, metrics, time.monotonic() - began)
 
 
 def _start(ctx: Context, unit: Unit) -> Prepared:
@@ -304,6 +325,7 @@ def _train_together(ctx: Context, units: list[Unit]) -> None:
     checkpoint = store.group(units, ctx.runtime.checkpoint_every)[0]
     store.write_group(units)
     progress = ctx.reporter.start_units(units, start, ctx.end) if ctx.reporter else None
+    began = time.monotonic()
 
     def on_snapshot(i: int, state: dict[str, torch.Tensor]) -> None:
         if not riders[i]:
@@ -319,13 +341,14 @@ def _train_together(ctx: Context, units: list[Unit]) -> None:
     )
     for unit, (model, mask, _, _), m, done in zip(units, prepared, metrics, riders):
         if not done:
-            _finish(ctx, unit, model, mask, start, m)
+            _finish(ctx, unit, model, mask, start, m, (time.monotonic() - began) / len(units))
     store.clear_group(units)
 
 
 def _finish(ctx: Context, unit: Unit, model: torch.nn.Module, mask: Mask, start: int,
-            metrics: list) -> dict[str, Any]:
+            metrics: list, seconds: float) -> dict[str, Any]:
     ctx.store.save_weights(unit, "final", model.state_dict())
+    ctx.store.save_timing(unit, seconds, ctx.end - start)
     stop = EarlyStop.from_metrics(metrics)
     return finish_unit(ctx, unit, metrics, unit_record(unit, mask, model, stop, stop, start,
                                                        ctx.end))
@@ -350,9 +373,11 @@ def unit_record(unit: Unit, mask: Mask, model: torch.nn.Module, stop: EarlyStop,
 
 def finish_unit(ctx: Context, unit: Unit, metrics: list, record: dict[str, Any]
                 ) -> dict[str, Any]:
-    """Writes the unit's metrics and record (it is done from here on) and the summary."""
+    """Writes the unit's metrics and record (it is done from here on) and, in the driver,
+    the summary (a worker's driver writes it when it hears the unit is done)."""
     ctx.store.finish(unit, metrics, record)
-    ctx.store.write_summary()
+    if ctx.driver:
+        ctx.store.write_summary()
     if ctx.reporter:
         ctx.reporter.end_unit(unit, record, reused=False)
     return record

@@ -9,6 +9,7 @@
         final.safetensors              its weights at the end of training
         metrics.csv                    iteration, split (val, test, train), loss, accuracy
         result.json                    its record; written last, it marks the unit done
+        timing.json                    seconds it took, where and how (not part of the record)
         checkpoint.pt                  only while the unit trains (resume point)
         .lock                          held (flock) by the process training the unit
       seed_<s>/level_00/ticket/init.safetensors   the weights at step 0
@@ -32,6 +33,7 @@ import csv
 import hashlib
 import io
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -231,6 +233,24 @@ class RunStore:
         if expected is not None and tensor_digest(dict(tensors)) != expected:
             raise DamagedFile(path, "not the file this unit wrote: its checksum differs from "
                               "the one in result.json")
+
+    def save_timing(self, unit: Unit, seconds: float, iterations: int) -> None:
+        """How long the unit's training took (its share of a group's): the plan's ETAs come
+        from these. Outside result.json, which must not depend on the machine."""
+        write_json(self.dir(unit) / "timing.json", {
+            "seconds": round(seconds, 3), "iterations": iterations,
+            "threads": torch.get_num_threads(), "host": socket.gethostname()})
+
+    def timing(self, unit: Unit) -> dict[str, Any] | None:
+        """The unit's timing.json; None if absent (units of older runs) or unreadable."""
+        path = self.dir(unit) / "timing.json"
+        try:
+            t = read_json(path) if path.is_file() else None
+        except TicketlabError:
+            return None
+        ok = isinstance(t, dict) and all(isinstance(t.get(k), int | float)
+                                         for k in ("seconds", "iterations"))
+        return t if ok else None
 
     def finish(self, unit: Unit, metrics: list[Eval], record: dict[str, Any]) -> None:
         """Writes the unit's metrics, then its record: from here on it is done."""

@@ -56,8 +56,12 @@ class Variant:
     name: ClassVar[str]
 
     def mask(self, ctx: Context, unit: Unit) -> Mask:
-        """The ticket's mask of this level (cut by the ticket unit, read back)."""
-        return ctx.store.load_mask(Unit(unit.seed, unit.level, "ticket"))
+        """The ticket's mask of this level: read back where the ticket unit saved it, else
+        cut here the same way (a worker may start a control before its ticket)."""
+        ticket = Unit(unit.seed, unit.level, "ticket")
+        if (ctx.store.dir(ticket) / "mask.safetensors").is_file():
+            return ctx.store.load_mask(ticket)
+        return Ticket().mask(ctx, ticket)
 
     def start_state(self, ctx: Context, unit: Unit, mask: Mask, rewind: dict[str, torch.Tensor]
                     ) -> dict[str, torch.Tensor]:

@@ -14,13 +14,20 @@ _requested = False
 class Interrupted(Exception):
     """Training stopped on request at a step boundary, its state saved."""
 
-    def __init__(self, step: int):
-        super().__init__(f"interrupted at step {step}")
-        self.step = step
+    def __init__(self, step: int | None):
+        super().__init__("interrupted" if step is None else f"interrupted at step {step}")
+        self.step = step  # None: several trainings stopped (a plan's workers)
 
 
 def requested() -> bool:
     return _requested
+
+
+def request() -> None:
+    """Asks training to stop at the next step boundary, as a first Ctrl-C does (a worker
+    process told to stop by its driver)."""
+    global _requested
+    _requested = True
 
 
 @contextmanager
