@@ -111,6 +111,7 @@ class RichReporter:
             TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[val]}"),
             console=err, disable=self.quiet, transient=True)
         self.task: Any = None  # the unit or group training now
+        self.run_task: Any = None  # the bar of all units
         self.units_left = 0  # units of the run not ended yet, the training ones included
         self.measured = (0, 0.0)  # unit-iterations trained, seconds: finished tasks only
         self.per_unit = 0  # iterations one unit trains (its start to the budget's end)
@@ -129,9 +130,70 @@ class RichReporter:
                                     soft_wrap=True)
         units = len(config.seeds) * (1 if config.kind == "sparsify" else
                                      1 + config.n_levels * (1 + len(config.controls)))
-        self.units_left = units
-        self.run_task = self.progress.add_task("all units", total=units, unit="units", val="",
-                                               eta=format_eta(None))
+        self.units_left += units
+        if self.run_task is None:
+            self.run_task = self.progress.add_task("all units", total=units, unit="units",
+                                                   val="", eta=format_eta(None))
+        else:  # another run of the same plan (a sweep): one bar for all of them
+            bar = next(t for t in self.progress.tasks if t.id == self.run_task)
+            self.progress.update(self.run_task, total=(bar.total or 0) + units)
+
+    # ------------------------------------------------------------ a plan run by workers
+    # Jobs run elsewhere (worker processes, Ray tasks) and several at once: one bar per job
+    # running, and the run's ETA from the plan's throughput (unit-iterations per second of
+    # wall time since the plan started), which counts every worker.
+
+    def start_plan(self, plan: Any, choice: Any) -> None:
+        self.plan_left = sum(j.iterations for j in plan.jobs)
+        self.plan_began = self.clock()
+        self.plan_done = 0  # unit-iterations of jobs ended
+        self.jobs: dict[str, tuple[Any, int]] = {}  # job key -> (its bar, iterations done)
+        if not self.quiet and choice.name in ("processes", "ray"):
+            what = (f"{choice.workers} worker processes" if choice.name == "processes" else
+                    "Ray tasks")
+            self.progress.console.print(f"{len(plan.jobs)} jobs to run on {what}"
+                                        + (f" ({choice.why})" if choice.why else ""),
+                                        highlight=False, soft_wrap=True)
+
+    def job_started(self, job: Any) -> None:
+        if self.quiet:
+            return
+        bar = self.progress.add_task(job.describe(), total=None, unit="starting", val="",
+                                     eta=format_eta(None))
+        self.jobs[job.key] = (bar, 0)
+        self._plan_status()
+
+    def job_progress(self, job: Any, info: dict[str, Any]) -> None:
+        if self.quiet or job.key not in self.jobs:
+            return
+        bar = self.jobs[job.key][0]
+        done = info["step"] - info["start"]
+        val = info.get("val")
+        self.progress.update(bar, total=info["end"] - info["start"], completed=done,
+                             unit=f"pid {info['pid']}",
+                             val=f"val acc {100 * val:.2f}%" if val is not None else "")
+        self.jobs[job.key] = (bar, done * len(job.units))
+        self._plan_status()
+
+    def job_retry(self, job: Any, info: dict[str, Any]) -> None:
+        self.progress.console.print(
+            f"{job.describe()}: {info['why']}; retrying from its last checkpoint (attempt "
+            f"{info['attempt']})", highlight=False, soft_wrap=True)
+
+    def job_ended(self, job: Any) -> None:
+        if self.quiet:
+            return
+        bar, _ = self.jobs.pop(job.key, (None, 0))
+        if bar is not None:
+            self.progress.remove_task(bar)
+        self.plan_done += job.iterations
+        self._plan_status()
+
+    def _plan_status(self) -> None:
+        done = self.plan_done + sum(d for _, d in self.jobs.values())
+        eta = estimate_eta(self.plan_left - done, done, self.clock() - self.plan_began)
+        self.progress.update(self.run_task, eta=format_eta(eta),
+                             unit=f"units, {len(self.jobs)} running")
 
     def start_units(self, units: list[Unit], start: int, end: int):
         if self.quiet:

@@ -52,6 +52,10 @@ def add_find(sub: argparse._SubParsersAction) -> None:
                        description=FIND_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_experiment_arguments(p)
+    p.add_argument("--plan", action="store_true",
+                   help="print the plan (units per level: done, borrowed from a run with the "
+                   "same dense training, resumable, to do; the executor and the estimated "
+                   "time) and exit without training or writing anything")
     p.set_defaults(func=cmd_find)
 
 
@@ -86,7 +90,44 @@ def cmd_find(args: argparse.Namespace) -> int:
     from ticketlab.experiments.imp import run_imp
     from ticketlab.report import levels_table
 
+    if args.plan:
+        config, runtime = resolve(args)
+        print_plan([config], runtime)
+        return 0
     return _run(args, run_imp, levels_table)
+
+
+def print_plan(configs: list[Any], runtime: Any) -> None:
+    """`--plan`: what is done, what is left and how long it should take, read from the run
+    directories; nothing is trained or written. The time comes from the units each run (or a
+    run with the same dense training) timed, else from a probe of a few training steps."""
+    from ticketlab.executors import choose_executor
+    from ticketlab.experiments.imp import open_run
+    from ticketlab.experiments.plan import job_seconds, make_plan, makespan, measured_rate
+    from ticketlab.report.plan import _hms, plan_table
+    from ticketlab.threads import using_threads
+
+    for config in configs:
+        config.validate()
+    runtime.validate()
+    with using_threads(runtime.threads) as threads:
+        contexts = [open_run(c, runtime, threads, driver=False) for c in configs]
+        plan = make_plan(contexts)
+        choice = choose_executor(plan, runtime, threads)
+        measured = all(measured_rate(ctx) is not None for ctx in contexts)
+        seconds = job_seconds(plan, probe=True)
+    out.print(plan_table(plan, seconds))
+    for ctx in contexts:
+        out.print(f"{ctx.store.root}: units train {choice.describe(ctx)}", highlight=False,
+                  soft_wrap=True)
+    if choice.why:
+        out.print(f"executor {choice.name} (auto: {choice.why})", highlight=False)
+    if seconds is not None and plan.jobs:
+        how = "the step rate measured in the run" if measured else "a probe of a few steps"
+        wall = makespan(plan, seconds, choice.workers or 1)
+        out.print(f"estimated wall time {_hms(wall)} on {choice.workers or 1} worker"
+                  f"{'s' if (choice.workers or 1) != 1 else ''} ({_hms(sum(seconds.values()))} "
+                  f"of training, from {how})", highlight=False)
 
 
 def cmd_sparsify(args: argparse.Namespace) -> int:

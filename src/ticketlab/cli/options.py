@@ -142,7 +142,7 @@ def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, Runtime]:
     values.update(load_toml(args.config) if args.config else {})
     values.update({k: v for k, v in vars(args).items()
                    if v is not None and k not in ("config", "preset", "func", "command", "argv",
-                                                  "criteria_list", "report")})
+                                                  "criteria_list", "report", "plan")})
     hints, default = runtime_hints(), Runtime()
     runtime = Runtime(**{k: check_type(k, values.pop(k), hints[k], getattr(default, k))
                          for k in RUNTIME_KEYS if k in values})

@@ -112,6 +112,9 @@ def run_many(configs: list[ExperimentConfig], runtime: Runtime | None = None,
         for ctx in contexts:
             ctx.reporter = reporter
         if reporter:
+            hook = getattr(reporter, "start_plan", None)
+            if hook:
+                hook(plan, choice)
             for r, unit in plan.done:
                 reporter.end_unit(unit, contexts[r].store.result(unit), reused=True)
         execute(plan, choice, reporter)
