@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from ticketlab.config import ExperimentConfig, Runtime, apply_overrides
 
@@ -40,3 +41,16 @@ def _restore_torch_threads():
     yield
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+def unit_files(root: Path) -> dict[str, object]:
+    """Every unit's numbers: records and metrics as bytes, tensor files as their metadata and
+    each tensor's bytes (safetensors orders metadata keys at random, so whole files differ)."""
+    def content(p: Path) -> object:
+        if p.suffix != ".safetensors":
+            return p.read_bytes()
+        with safe_open(str(p), "pt") as f:
+            return f.metadata(), {k: f.get_tensor(k).numpy().tobytes() for k in f.keys()}  # noqa: SIM118
+    return {str(p.relative_to(root)): content(p) for p in sorted(root.glob("seed_*/**/*"))
+            if p.name in ("result.json", "metrics.csv", "final.safetensors", "mask.safetensors",
+                          "rewind.safetensors", "init.safetensors")}

@@ -8,12 +8,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from safetensors import safe_open
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, unit_files
 from tests.test_cli import cli, run_cli
 from ticketlab.config import Runtime
 from ticketlab.experiments import imp
@@ -21,19 +19,6 @@ from ticketlab.experiments.imp import run_imp
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.experiments.supermasks import scan_supermasks
 from ticketlab.report.runs import load_runs
-
-
-def unit_files(root: Path) -> dict[str, object]:
-    """Every unit's numbers: records and metrics as bytes, tensor files as their metadata and
-    each tensor's bytes (safetensors orders metadata keys at random, so whole files differ)."""
-    def content(p: Path) -> object:
-        if p.suffix != ".safetensors":
-            return p.read_bytes()
-        with safe_open(str(p), "pt") as f:
-            return f.metadata(), {k: f.get_tensor(k).numpy().tobytes() for k in f.keys()}  # noqa: SIM118
-    return {str(p.relative_to(root)): content(p) for p in sorted(root.glob("seed_*/**/*"))
-            if p.name in ("result.json", "metrics.csv", "final.safetensors", "mask.safetensors",
-                          "rewind.safetensors", "init.safetensors")}
 
 
 def test_vectorized_resume_after_some_units_finished_is_bit_identical(tmp_path, monkeypatch):
