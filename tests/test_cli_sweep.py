@@ -84,3 +84,30 @@ def test_tiny_sweep_end_to_end_shares_level_0(tmp_path, capsys, monkeypatch):
                          "--report", str(tmp_path / "again"))
     assert code == 0, err
     assert adopted == [] and (tmp_path / "again" / "report.html").is_file()
+
+
+def test_interrupt_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
+    from ticketlab.experiments import imp
+    from ticketlab.training import interrupt
+
+    def stopped(configs, runtime, reporter):
+        assert len(configs) == 2
+        raise interrupt.Interrupted(40)
+    monkeypatch.setattr(imp, "run_many", stopped)
+    path = write(tmp_path, TINY + '[grid]\nrewind = ["0it", "20it"]\n')
+    code, _, err = cli(capsys, "sweep", str(path), "--quiet", "--out", str(tmp_path / "runs"))
+    assert code == 130
+    assert "interrupted at step 40" in err and "run the same command again to resume" in err
+    assert not (tmp_path / "runs" / "sweep_tiny").exists()  # no report of half a sweep
+
+
+def test_plan_uses_the_engines_print_plan_when_there_is_one(tmp_path, capsys, monkeypatch):
+    from ticketlab.cli import experiments
+
+    seen = []
+    monkeypatch.setattr(experiments, "print_plan", lambda configs, runtime: seen.append(
+        ([c.rewind for c in configs], runtime.out)), raising=False)
+    path = write(tmp_path, TINY + '[grid]\nrewind = ["0it", "20it"]\n')
+    code, _, err = cli(capsys, "sweep", str(path), "--plan", "--out", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert seen == [(["0it", "20it"], tmp_path / "runs")]
