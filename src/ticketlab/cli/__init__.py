@@ -25,6 +25,7 @@ from ticketlab.cli.options import (
     experiment_defaults,
     resolve,
 )
+from ticketlab.cli.sweep import add_sweep
 from ticketlab.errors import TicketlabError
 from ticketlab.threads import apply_threads
 
@@ -38,6 +39,7 @@ def build_parser() -> Parser:
     add_find(sub)
     add_sparsify(sub)
     add_criteria(sub)
+    add_sweep(sub)
     add_report(sub)
     add_masks(sub)
     add_supermask(sub)
