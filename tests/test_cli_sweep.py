@@ -101,13 +101,14 @@ def test_interrupt_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "runs" / "sweep_tiny").exists()  # no report of half a sweep
 
 
-def test_plan_uses_the_engines_print_plan_when_there_is_one(tmp_path, capsys, monkeypatch):
-    from ticketlab.cli import experiments
-
-    seen = []
-    monkeypatch.setattr(experiments, "print_plan", lambda configs, runtime: seen.append(
-        ([c.rewind for c in configs], runtime.out)), raising=False)
-    path = write(tmp_path, TINY + '[grid]\nrewind = ["0it", "20it"]\n')
-    code, _, err = cli(capsys, "sweep", str(path), "--plan", "--out", str(tmp_path / "runs"))
+def test_plan_counts_the_units_of_every_run_and_writes_nothing(tmp_path, capsys):
+    """Two runs differing in pruning only: the second borrows the first's dense level 0."""
+    path = write(tmp_path, TINY + '[grid]\nscope = ["layerwise", "global"]\n')
+    code, out, err = cli(capsys, "sweep", str(path), "--plan", "--out", str(tmp_path / "runs"))
     assert code == 0, err
-    assert seen == [(["0it", "20it"], tmp_path / "runs")]
+    rows = {tuple(c.strip() for c in line.split("│")[1:-1]) for line in out.splitlines()
+            if line.startswith("│")}
+    # units, done, borrowed, resumable, to do: one run trains level 0, the other borrows it
+    level0 = sorted(r[2:7] for r in rows if r[1] == "0")
+    assert level0 == [("1", "0", "0", "0", "1"), ("1", "0", "1", "0", "0")]
+    assert not (tmp_path / "runs").exists()

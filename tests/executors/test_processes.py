@@ -125,6 +125,6 @@ def test_the_driver_stopped_and_started_again_finishes_the_same_plan(tmp_path, s
     assert not all((run / f"seed_0/level_01/{v}/result.json").is_file()
                    for v in ("ticket", "reinit", "random"))  # stopped mid-level
     again = _cli(tmp_path, "--quiet")
-    out, err = again.communicate(timeout=300)
+    _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert unit_files(run) == unit_files(sequential["long"])

@@ -96,8 +96,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         try:
             summaries = run_many(sweep.configs, runtime, reporter)
         except interrupt.Interrupted as e:
-            err.print(f"interrupted at step {e.step}; progress is saved: run the same command "
-                      "again to resume", highlight=False)
+            err.print(f"{e}; progress is saved: run the same command again to resume",
+                      highlight=False)
             return 130
     runs = [runtime.out / s["run"] for s in summaries]
     for label, summary, run in zip(labels, summaries, runs):
@@ -109,13 +109,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def print_plan(configs: list[ExperimentConfig], runtime: Runtime, labels: list[str]) -> None:
-    """The engine's plan when it has one (`cli.experiments.print_plan`), else each run's
-    name and what sets it apart."""
-    from ticketlab.cli import experiments
+    """Each run's label and directory, then the plan of all of them (`cli.experiments`)."""
+    from ticketlab.cli.experiments import print_plan as plan_of
 
-    if hasattr(experiments, "print_plan"):
-        experiments.print_plan(configs, runtime)
-        return
     for i, (label, config) in enumerate(zip(labels, configs), 1):
         out.print(f"run {i}/{len(configs)}: {label}  {runtime.out / config.run_name()}",
                   highlight=False, soft_wrap=True)
+    plan_of(configs, runtime)
