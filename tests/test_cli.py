@@ -402,3 +402,44 @@ def test_run_eta_counts_trained_units_only(tmp_path):
         update(50, None)  # 250 unit-iterations in 30 s; 3 x 50 left here, 2 units of 100
         assert etas()["all units"] == "ETA 0:00:42"
         assert etas()["level 1: 3 units together"] == "ETA 0:00:10"
+
+
+def test_a_plan_run_by_workers_has_one_bar_per_running_job_and_one_eta(tmp_path):
+    """Several jobs at once: the run's ETA comes from the plan's throughput in wall time."""
+    from tests.conftest import tiny_config
+    from ticketlab.cli import RichReporter
+    from ticketlab.config import Runtime
+    from ticketlab.executors import Choice
+    from ticketlab.experiments.imp import open_run
+    from ticketlab.experiments.plan import make_plan
+
+    now = [0.0]
+    reporter = RichReporter(Runtime(quiet=False), clock=lambda: now[0])
+    config = tiny_config(seeds=(0, 1), levels=1, controls=())  # 4 jobs of 60 iterations
+    ctx = open_run(config, Runtime(out=tmp_path, device="cpu"), 1, driver=False)
+    plan = make_plan([ctx])
+    a, b = plan.jobs[:2]
+
+    def bars():
+        return {t.description: (t.completed, t.fields["unit"], t.fields["eta"])
+                for t in reporter.progress.tasks}
+
+    with reporter:
+        reporter.start_run(config, ctx.store, "cpu")
+        reporter.start_plan(plan, Choice("processes", 2, 1))
+        reporter.job_started(a)
+        reporter.job_started(b)
+        now[0] = 10.0
+        for job, pid in ((a, 11), (b, 12)):
+            reporter.job_progress(job, {"pid": pid, "step": 30, "start": 0, "end": 60,
+                                        "val": 0.5})
+        # 60 unit-iterations in 10 s of wall time, 180 left: 30 s
+        assert bars() == {"all units": (0, "units, 2 running", "ETA 0:00:30"),
+                          "level 0 ticket seed 0": (30, "pid 11", "ETA -:--:--"),
+                          "level 0 ticket seed 1": (30, "pid 12", "ETA -:--:--")}
+        now[0] = 20.0
+        reporter.job_ended(a)
+        reporter.end_unit(a.units[0], {"density": 1.0, "early_stop_iteration": 60,
+                                       "early_stop_test_accuracy": 0.9}, reused=False)
+        # 90 unit-iterations in 20 s, 150 left: 33 s
+        assert bars()["all units"] == (1, "units, 1 running", "ETA 0:00:33")

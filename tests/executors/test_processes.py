@@ -21,7 +21,7 @@ from ticketlab.experiments.imp import run_imp
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
 CONFIG = dict(seeds=(0, 1), levels=2)  # 2 seeds x (1 + 2 levels x 3 variants) = 14 units
-LONG = dict(seeds=(0,), levels=1, train="400it", eval_every="20it")  # a unit long to kill
+LONG = dict(seeds=(0,), levels=1, train="1000it", eval_every="50it")  # ~2 s a unit
 
 
 def runtime(out: Path, executor: str, **kw) -> Runtime:
@@ -93,8 +93,8 @@ def test_an_error_in_a_worker_is_one_line_in_the_driver(tmp_path):
 
 
 def _cli(out: Path, *extra: str) -> subprocess.Popen:
-    args = ["find", "--dataset", "digits", "--model", "lenet_300_100", "--train", "400it",
-            "--eval-every", "20it", "--levels", "1", "--seeds", "0", "--controls",
+    args = ["find", "--dataset", "digits", "--model", "lenet_300_100", "--train", "1000it",
+            "--eval-every", "50it", "--levels", "1", "--seeds", "0", "--controls",
             "reinit,random", "--device", "cpu", "--threads", "1", "--executor", "processes",
             "--jobs", "2", "--checkpoint-every", "0", "--out", str(out), *extra]
     return subprocess.Popen([sys.executable, "-m", "ticketlab.cli", *args],

@@ -25,9 +25,11 @@ from ticketlab.experiments.context import Context, Reporter
 from ticketlab.experiments.plan import Plan, training_flops
 
 # `auto` starts worker processes only when the plan's training is worth at least this many
-# floating-point operations: below it, starting them (a Python, torch and the dataset per
-# worker, about 2-3 s here) costs more than the second core saves (benchmarks/executors.py).
-PARALLEL_MIN_FLOPS = 5e11
+# floating-point operations. A worker costs about 2 s before its first job (a Python with
+# torch and ticketlab: benchmarks/executors.py prints it; the dataset's load on top), and
+# LeNet trains at about 1.7e10 FLOP/s of this count on one core here (the default digits
+# run: 4.7e11 in 27 s), so two workers break even near 6 s of sequential training, 1e11.
+PARALLEL_MIN_FLOPS = 1e11
 WORKER_MEMORY = 300 * 2**20  # what a worker needs besides its copy of the dataset
 
 

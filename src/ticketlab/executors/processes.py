@@ -55,7 +55,10 @@ def worker_main(address: str, key: bytes, wid: int, threads: int) -> None:
         conn.send(wid)
 
         def emit(kind: str, job: str, info: dict[str, Any]) -> None:
-            conn.send((kind, job, info))
+            try:
+                conn.send((kind, job, info))
+            except OSError:  # the driver is gone: checkpoint at the next step and stop
+                interrupt.request()
 
         while alive():
             if not conn.poll(1.0):
