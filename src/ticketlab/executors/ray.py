@@ -1,0 +1,201 @@
+"""`--executor ray`: one Ray task per job, on a Ray cluster (or a Ray instance on this machine).
+
+Each task runs `worker.run_job` in one of the cluster's Python processes with `num_cpus`
+equal to `--threads`; it opens the run from the job's spec, so the run directory must be the
+same path on every node (shared storage, see docs/cluster.md). A task whose worker process
+dies (killed, out of memory, its node lost) is retried by Ray up to `RETRIES` times and
+resumes the unit from its last checkpoint; an exception inside a task is never retried: the
+task returns it as a value ("failed" with TicketlabError's one-line message, "crashed" with
+a traceback), so the driver reports it as the processes executor does.
+
+Tasks talk to the driver through one small actor, `_Mailbox`: they post progress (throttled
+by `run_job`) and read whether the driver asked them to stop; a stop makes `run_job` write a
+checkpoint at the next step boundary and return, as Ctrl-C does in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+from typing import Any
+
+from ticketlab.errors import TicketlabError
+from ticketlab.executors.driver import Event
+from ticketlab.executors.worker import JobSpec, run_job
+from ticketlab.training import interrupt
+
+RETRIES = 3  # Ray's retries of a task whose worker process died (never of an exception)
+ALIVE_EVERY = 1.0  # seconds a task trusts its last look at the driver's stop request
+CLUSTER_EVERY = 5.0  # seconds between looks at the cluster's CPUs (nodes come and go)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise TicketlabError("--executor ray needs Ray: pip install 'ticketlab[ray]'") from None
+    return ray
+
+
+class _Mailbox:
+    """The driver's actor: tasks post events to it, the driver drains them and says stop."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.stopping = False
+
+    def post(self, event: Event) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def stopped(self) -> bool:
+        return self.stopping
+
+
+class _Alive:
+    """`alive()` for `run_job`: False once the driver asked to stop (or its actor is gone).
+    Asked every training step, so it looks at the actor at most once per `ALIVE_EVERY`."""
+
+    def __init__(self, mailbox: Any):
+        self.mailbox, self.last, self.alive = mailbox, 0.0, True
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if self.alive and now - self.last >= ALIVE_EVERY:
+            self.last = now
+            try:
+                self.alive = not _ray().get(self.mailbox.stopped.remote(), timeout=30)
+            except Exception:  # the driver and its actor are gone: checkpoint and stop
+                self.alive = False
+        return self.alive
+
+
+def _task(spec: JobSpec, mailbox: Any) -> tuple[str, Any]:
+    """A job in a Ray worker. Returns (kind, payload) rather than raising, so a user's
+    mistake is one line in the driver, and Ray retries only deaths of the process."""
+    alive = _Alive(mailbox)
+    if not alive():
+        return "interrupted", None  # stopped before it started: nothing to save
+
+    def emit(kind: str, key: str, info: dict[str, Any]) -> None:
+        mailbox.post.remote((kind, key, info))
+
+    try:
+        return "done", run_job(spec, emit, alive)
+    except (interrupt.Interrupted, KeyboardInterrupt):
+        return "interrupted", None
+    except TicketlabError as e:
+        return "failed", str(e)
+    except BaseException:
+        return "crashed", traceback.format_exc()
+    finally:
+        # Ray reuses the process for other tasks: a stop request is this task's alone.
+        interrupt._requested = False
+
+
+class RayBackend:
+    """The backend of `executors.driver.drive` for Ray tasks.
+
+    `workers`: tasks kept in flight (0: as many as the cluster's CPUs hold, `threads` each).
+    Joins the Ray instance this process already has (a test's, a notebook's), else starts
+    one (`address` None) or connects to a cluster (`address`, e.g. auto or ray://head:10001);
+    on exit it shuts down only a Ray it started itself.
+    """
+
+    def __init__(self, threads: int, address: str | None, workers: int,
+                 retries: int = RETRIES):
+        self.threads, self.address, self.workers, self.retries = threads, address, workers, retries
+        self._running: dict[Any, JobSpec] = {}  # task ref -> its job
+        self._pids: dict[str, set[int]] = {}  # job key -> worker processes seen running it
+        self._slots = (0, -CLUSTER_EVERY)  # (tasks the cluster holds, when last counted)
+        self._started = False
+
+    def __enter__(self) -> RayBackend:
+        ray = self._ray = _ray()
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=True)
+            self._started = True
+        self._mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()
+        self._remote = ray.remote(_task).options(
+            num_cpus=self.threads, max_retries=self.retries, retry_exceptions=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):  # Ray may be gone already
+            for ref in self._running:  # a second Ctrl-C, or an error in the driver
+                self._ray.cancel(ref, force=True)
+            self._ray.kill(self._mailbox)
+        if self._started:
+            self._ray.shutdown()
+
+    def capacity(self) -> int:
+        slots, when = self._slots
+        if self.workers > 0:
+            slots = self.workers
+        elif time.monotonic() - when >= CLUSTER_EVERY:
+            cpus = self._ray.cluster_resources().get("CPU", 0)
+            slots = max(1, int(cpus) // max(1, self.threads))
+            self._slots = (slots, time.monotonic())
+        return max(0, slots - len(self._running))
+
+    def submit(self, spec: JobSpec) -> None:
+        self._running[self._remote.remote(spec, self._mailbox)] = spec
+        self._pids[spec.key] = set()
+
+    def events(self, timeout: float) -> list[Event]:
+        ray = self._ray
+        found: list[Event] = []
+        for kind, key, info in ray.get(self._mailbox.drain.remote()):
+            pids = self._pids.get(key)
+            if kind == "progress" and pids is not None and info.get("pid") not in pids:
+                if pids:  # a second process runs this job: Ray retried it
+                    found.append(("retry", key, {
+                        "attempt": len(pids) + 1,
+                        "why": f"its worker (pid {', '.join(map(str, sorted(pids)))}) died"}))
+                pids.add(info["pid"])
+            found.append((kind, key, info))
+        refs = list(self._running)
+        if not refs:
+            time.sleep(min(timeout, 0.05))
+            return found
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:  # and any others that ended meanwhile
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            spec = self._running.pop(ref)
+            self._pids.pop(spec.key, None)
+            found.append(self._settle(spec, ref))
+        return found
+
+    def _settle(self, spec: JobSpec, ref: Any) -> Event:
+        ray = self._ray
+        try:
+            kind, payload = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            return "interrupted", spec.key, {}
+        except ray.exceptions.RayError as e:
+            why = (str(e).strip().splitlines() or [""])[0]
+            return "failed", spec.key, {"message": (
+                f"{spec.description}: its Ray task failed after {self.retries} retries "
+                f"({type(e).__name__}: {why}): look for a lack of memory or a lost node in "
+                "the Ray logs (/tmp/ray/session_latest/logs on each node), then run the same "
+                "command again to resume")}
+        if kind == "done":
+            return "done", spec.key, {"reused": payload}
+        if kind == "interrupted":
+            return "interrupted", spec.key, {}
+        return kind, spec.key, {"message": payload}
+
+    def stop(self) -> None:
+        """Asks the tasks to checkpoint at the next step boundary and stop (within about
+        `ALIVE_EVERY` seconds); tasks not started yet return at once."""
+        self._ray.get(self._mailbox.stop.remote())
