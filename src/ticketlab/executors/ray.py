@@ -39,6 +39,11 @@ def _ray() -> Any:
     return ray
 
 
+def first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 class _Mailbox:
     """The driver's actor: tasks post events to it, the driver drains them and says stop."""
 
@@ -114,22 +119,37 @@ class RayBackend:
                  retries: int = RETRIES):
         self.threads, self.address, self.workers, self.retries = threads, address, workers, retries
         self._running: dict[Any, JobSpec] = {}  # task ref -> its job
-        self._pids: dict[str, set[int]] = {}  # job key -> worker processes seen running it
+        self._pids: dict[str, list[int]] = {}  # job key -> worker processes seen running it
         self._slots = (0, -CLUSTER_EVERY)  # (tasks the cluster holds, when last counted)
         self._started = False
 
     def __enter__(self) -> RayBackend:
         ray = self._ray = _ray()
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=True)
+            # workers' output stays in Ray's logs: the driver's display is the only output
+            local = {"include_dashboard": False} if self.address is None else {}
+            try:
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.ERROR,
+                         **local)
+            except ConnectionError as e:
+                raise TicketlabError(
+                    f"--address {self.address}: {first_line(e)}: start the cluster "
+                    "(`ray start --head` on its head node, see docs/cluster.md) or leave "
+                    "--address out for a Ray instance on this machine") from None
             self._started = True
-        self._mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # on the driver's node: a lost worker node must not take the mailbox with it
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self._mailbox = ray.remote(_Mailbox).options(
+            num_cpus=0, scheduling_strategy=here).remote()
         self._remote = ray.remote(_task).options(
             num_cpus=self.threads, max_retries=self.retries, retry_exceptions=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Tasks still running here (a second Ctrl-C, an error in the driver) are cancelled
+        at once: they lose the steps since their last checkpoint (`--checkpoint-every`)."""
         with contextlib.suppress(Exception):  # Ray may be gone already
             for ref in self._running:  # a second Ctrl-C, or an error in the driver
                 self._ray.cancel(ref, force=True)
@@ -149,7 +169,7 @@ class RayBackend:
 
     def submit(self, spec: JobSpec) -> None:
         self._running[self._remote.remote(spec, self._mailbox)] = spec
-        self._pids[spec.key] = set()
+        self._pids[spec.key] = []
 
     def events(self, timeout: float) -> list[Event]:
         ray = self._ray
@@ -157,11 +177,10 @@ class RayBackend:
         for kind, key, info in ray.get(self._mailbox.drain.remote()):
             pids = self._pids.get(key)
             if kind == "progress" and pids is not None and info.get("pid") not in pids:
-                if pids:  # a second process runs this job: Ray retried it
-                    found.append(("retry", key, {
-                        "attempt": len(pids) + 1,
-                        "why": f"its worker (pid {', '.join(map(str, sorted(pids)))}) died"}))
-                pids.add(info["pid"])
+                if pids:  # another process runs this job: Ray retried it
+                    found.append(("retry", key, {"attempt": len(pids) + 1,
+                                                 "why": f"its worker (pid {pids[-1]}) died"}))
+                pids.append(info["pid"])
             found.append((kind, key, info))
         refs = list(self._running)
         if not refs:
@@ -182,13 +201,18 @@ class RayBackend:
             kind, payload = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             return "interrupted", spec.key, {}
-        except ray.exceptions.RayError as e:
-            why = (str(e).strip().splitlines() or [""])[0]
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.ObjectLostError) as e:
             return "failed", spec.key, {"message": (
-                f"{spec.description}: its Ray task failed after {self.retries} retries "
-                f"({type(e).__name__}: {why}): look for a lack of memory or a lost node in "
-                "the Ray logs (/tmp/ray/session_latest/logs on each node), then run the same "
-                "command again to resume")}
+                f"{spec.description}: its Ray worker died {self.retries + 1} times "
+                f"({type(e).__name__}: {first_line(e)}): look for a lack of memory or a lost "
+                "node in the Ray logs (/tmp/ray/session_latest/logs on each node), then run "
+                "the same command again to resume")}
+        except ray.exceptions.RayError as e:  # the task could not even run ticketlab's code
+            return "failed", spec.key, {"message": (
+                f"{spec.description}: its Ray task failed ({type(e).__name__}: "
+                f"{first_line(e)}): every node needs the same Python, ticketlab and torch, "
+                "and the run directory at the same path (docs/cluster.md)")}
         if kind == "done":
             return "done", spec.key, {"reused": payload}
         if kind == "interrupted":
