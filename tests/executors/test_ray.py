@@ -17,6 +17,7 @@ from tests.conftest import tiny_config
 from ticketlab.config import Runtime
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.imp import run_imp
+from ticketlab.training import interrupt
 
 ray = pytest.importorskip("ray")
 
@@ -96,9 +97,20 @@ def test_ray_records_equal_sequential(tmp_path: Path):
     assert recorder.retries == []
 
 
-def test_killed_worker_is_retried_from_its_checkpoint(tmp_path: Path):
-    config = tiny_config(seeds=(0,), levels=1, controls=(), train="400it", eval_every="20it")
-    run_imp(config, runtime(tmp_path / "seq", "sequential"))
+# units long enough for a kill or a stop to land mid-unit
+LONG = {"seeds": (0,), "levels": 1, "controls": (), "train": "2000it", "eval_every": "20it"}
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of LONG computed sequentially."""
+    out = tmp_path_factory.mktemp("sequential")
+    run_imp(tiny_config(**LONG), runtime(out, "sequential"))
+    return out / tiny_config(**LONG).run_name()
+
+
+def test_killed_worker_is_retried_from_its_checkpoint(tmp_path: Path, long_reference: Path):
+    config = tiny_config(**LONG)
     root = tmp_path / "ray" / config.run_name()
     killed: dict[str, Any] = {}
 
@@ -111,7 +123,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path: Path):
     recorder = Recorder(kill_mid_unit)
     run_imp(config, runtime(tmp_path / "ray", "ray", checkpoint_every=0), recorder)
     assert killed, "no progress event came while a checkpoint existed"
-    assert_same_records(tmp_path / "seq" / config.run_name(), root)
+    assert_same_records(long_reference, root)
     # the display heard of the retry, which ran in another process
     assert [key for key, _ in recorder.retries] == [killed["job"]]
     assert recorder.retries[0][1]["attempt"] == 2
@@ -131,3 +143,20 @@ def test_error_in_a_task_is_the_drivers_one_line_error(tmp_path: Path):
     message = str(raised.value)
     assert "final.safetensors" in message and "\n" not in message
     assert recorder.started, "the error must come from a task, not from planning"
+
+
+def test_interrupt_stops_tasks_at_a_checkpoint_and_the_same_command_resumes(
+        tmp_path: Path, long_reference: Path):
+    config = tiny_config(**LONG)
+    unit = tmp_path / config.run_name() / "seed_0" / "level_00" / "ticket"
+
+    def ctrl_c_mid_unit(job: Any, info: dict[str, Any]) -> None:
+        if 0 < info["step"] < info["end"]:
+            interrupt.request()  # what the CLI's first Ctrl-C does
+
+    with interrupt.graceful(), pytest.raises(interrupt.Interrupted):
+        run_imp(config, runtime(tmp_path, "ray"), Recorder(ctrl_c_mid_unit))
+    # checkpoints are due every 60 s: this one is the stop's, written at a step boundary
+    assert (unit / "checkpoint.pt").is_file() and not (unit / "result.json").exists()
+    run_imp(config, runtime(tmp_path, "ray"))
+    assert_same_records(long_reference, tmp_path / config.run_name())
