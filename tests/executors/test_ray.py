@@ -16,7 +16,10 @@ from safetensors.torch import load_file
 from tests.conftest import tiny_config
 from ticketlab.config import Runtime
 from ticketlab.errors import TicketlabError
-from ticketlab.experiments.imp import run_imp
+from ticketlab.executors.driver import spec_for
+from ticketlab.executors.ray import RayBackend
+from ticketlab.experiments.imp import open_run, run_imp
+from ticketlab.experiments.plan import make_plan
 from ticketlab.training import interrupt
 
 ray = pytest.importorskip("ray")
@@ -160,3 +163,25 @@ def test_interrupt_stops_tasks_at_a_checkpoint_and_the_same_command_resumes(
     assert (unit / "checkpoint.pt").is_file() and not (unit / "result.json").exists()
     run_imp(config, runtime(tmp_path, "ray"))
     assert_same_records(long_reference, tmp_path / config.run_name())
+
+
+def test_a_job_whose_worker_dies_more_often_than_retried_fails_in_one_line(tmp_path: Path):
+    ctx = open_run(tiny_config(**LONG), runtime(tmp_path, "ray"), threads=1)
+    plan = make_plan([ctx])
+    with RayBackend(threads=1, address=None, workers=0, retries=0) as backend:
+        assert backend.capacity() == 2  # the fixture's 2 CPUs, 1 thread per task
+        backend.submit(spec_for(plan, plan.jobs[0]))
+        assert backend.capacity() == 1
+        ended: list = []
+        killed = False
+        while not ended:
+            for kind, key, info in backend.events(0.2):
+                if kind == "progress" and info["step"] > 0 and not killed:
+                    os.kill(info["pid"], signal.SIGKILL)
+                    killed = True
+                elif kind != "progress":
+                    ended.append((kind, key, info))
+    [(kind, key, info)] = ended
+    assert (kind, key) == ("failed", plan.jobs[0].key)
+    assert "level 0 ticket seed 0: its Ray worker died on each of its 1 attempt" in info["message"]
+    assert "\n" not in info["message"]

@@ -197,14 +197,19 @@ class RayBackend:
 
     def _settle(self, spec: JobSpec, ref: Any) -> Event:
         ray = self._ray
+        # its worker died more often than Ray retries (NodeDiedError: in newer Rays only)
+        deaths = tuple(getattr(ray.exceptions, name) for name in (
+            "WorkerCrashedError", "NodeDiedError", "ObjectLostError")
+            if hasattr(ray.exceptions, name))
         try:
             kind, payload = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             return "interrupted", spec.key, {}
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                ray.exceptions.ObjectLostError) as e:
+        except deaths as e:
+            attempts = "attempts" if self.retries else "attempt"
+            attempts = f"{self.retries + 1} {attempts}"
             return "failed", spec.key, {"message": (
-                f"{spec.description}: its Ray worker died {self.retries + 1} times "
+                f"{spec.description}: its Ray worker died on each of its {attempts} "
                 f"({type(e).__name__}: {first_line(e)}): look for a lack of memory or a lost "
                 "node in the Ray logs (/tmp/ray/session_latest/logs on each node), then run "
                 "the same command again to resume")}
