@@ -87,7 +87,11 @@ def drive(plan: Plan, backend: Backend, reporter: Reporter | None) -> None:
                 elif kind == "crashed" and failure is None:
                     failure = WorkerCrashed(f"{job.describe()} failed in a worker:\n"
                                             f"{info['message']}")
-                if kind != "interrupted" and not stopping:
+                if kind == "interrupted" and not stopping and failure is None:
+                    failure = TicketlabError(  # not asked for: its dependents would wait forever
+                        f"{job.describe()} stopped in its worker without being asked (a "
+                        "signal?): run the same command again to resume it")
+                if not stopping:
                     stopping = True
                     backend.stop()
         if interrupt.requested() and not stopping:

@@ -103,7 +103,7 @@ def _task(spec: JobSpec, mailbox: Any) -> tuple[str, Any]:
         return "crashed", traceback.format_exc()
     finally:
         # Ray reuses the process for other tasks: a stop request is this task's alone.
-        interrupt._requested = False
+        interrupt.clear()
 
 
 class RayBackend:

@@ -30,6 +30,13 @@ def request() -> None:
     _requested = True
 
 
+def clear() -> None:
+    """Forgets a request: a worker process that lives on (Ray reuses them) starts its next
+    job afresh."""
+    global _requested
+    _requested = False
+
+
 @contextmanager
 def graceful() -> Iterator[None]:
     """Within this block SIGINT asks training to stop cleanly (main thread only)."""
