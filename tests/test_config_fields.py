@@ -94,8 +94,9 @@ def test_help_is_generated_from_the_fields(capsys, monkeypatch, command):
         expected[flag] = flat
         assert flag in blocks, f"{flat.key}: no {flag} in {command} --help"
         assert " ".join(flat.meta["help"].split()) in blocks[flag], flat.key
-    # ...and nothing else: every option but --help, --preset and --config is a field's
-    assert set(blocks) - {"-h", "--preset", "--config"} == set(expected)
+    # ...and nothing else: every option but --help, --preset, --config (and find's --plan)
+    # is a field's
+    assert set(blocks) - {"-h", "--preset", "--config", "--plan"} == set(expected)
 
 
 @pytest.mark.parametrize("key, other", [

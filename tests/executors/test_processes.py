@@ -128,3 +128,15 @@ def test_the_driver_stopped_and_started_again_finishes_the_same_plan(tmp_path, s
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert unit_files(run) == unit_files(sequential["long"])
+
+
+def test_a_vectorised_level_is_one_job_and_workers_train_it_as_this_process_would(tmp_path):
+    """--vectorize --executor processes: each level's units are one job, trained together
+    in a worker exactly as the vectorized executor trains them here."""
+    config = tiny_config(**CONFIG)
+    here, there = tmp_path / "here", tmp_path / "there"
+    run_imp(config, runtime(here, "vectorized"))
+    run_imp(config, runtime(there, "processes", vectorize=True))
+    assert unit_files(there / config.run_name()) == unit_files(here / config.run_name())
+    assert "together (vectorised), in 2 worker processes" in \
+        (there / config.run_name() / "config.json").read_text()

@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace, engine: Callable[..., dict[str, Any]],
 def cmd_criteria(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ticketlab.experiments.imp import run_imp
+    from ticketlab.experiments.imp import run_many
     from ticketlab.experiments.supermasks import scan_supermasks
     from ticketlab.report.build import write_report
 
@@ -178,11 +178,9 @@ def cmd_criteria(args: argparse.Namespace) -> int:
                for c in criteria]
     for c in configs:
         c.validate()  # every name checked before anything trains
-    runs = []
     with interrupt.graceful(), RichReporter(runtime) as reporter:
-        try:
-            for c in configs:
-                runs.append(runtime.out / run_imp(c, runtime, reporter)["run"])
+        try:  # one plan: the criteria's runs share the dense training and the workers
+            runs = [runtime.out / s["run"] for s in run_many(configs, runtime, reporter)]
         except interrupt.Interrupted as e:
             err.print(f"{e}; progress is saved: run the same command again to resume",
                       highlight=False)

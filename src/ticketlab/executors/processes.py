@@ -113,10 +113,13 @@ class Processes:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._connect_arrivals()
         for w in self._slots.values():
             if w.conn is not None:
                 with contextlib.suppress(OSError):
                     w.conn.send(None)
+            elif w.process.poll() is None:
+                w.process.kill()  # still starting: it holds nothing yet
         for w in self._slots.values():
             try:
                 w.process.wait(timeout=30)
