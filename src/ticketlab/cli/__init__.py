@@ -3,9 +3,10 @@
 Bad input exits with code 2 and one line on stderr naming the problem and the fix.
 
 Each command's options sit next to what it does: `experiments` (find, sparsify, criteria,
-and the plan `find --plan` prints), `sweep` (a grid of runs as one plan), `analysis` (report, masks compare, supermask, sensitivity), `deploy` (export, bench),
-`listings` (presets, models, datasets); `options` turns the settings into options, `display`
-shows progress.
+and the plan `find --plan` prints), `sweep` (a grid of runs as one plan), `analysis`
+(report, masks compare, supermask, sensitivity), `deploy` (export, bench), `listings`
+(presets, models, datasets); `options` turns the settings into options, `display` shows
+progress.
 """
 
 from __future__ import annotations
