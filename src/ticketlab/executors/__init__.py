@@ -83,7 +83,8 @@ def _dataset_bytes(ctx: Context) -> int:
 
 def choose_executor(plan: Plan, runtime: Runtime, threads: int) -> Choice:
     """`runtime.executor`, with `auto` resolved: vectorized on a GPU; on a CPU, worker
-    processes when there are cores for two and enough work to pay for them, else sequential.
+    processes when `--jobs N` asks for two or more, or (`--jobs auto`) when there are cores
+    for two and enough work to pay for them; else sequential.
     The rule counts work (`training_flops`), it never times anything, so the same plan gets
     the same executor on the same machine."""
     name = runtime.executor
@@ -93,7 +94,10 @@ def choose_executor(plan: Plan, runtime: Runtime, threads: int) -> Choice:
             return Choice("sequential", 1, threads, why="a GPU: one process, a level's units "
                           "together unless --no-vectorize")
         if jobs < 2:
-            return Choice("sequential", 1, threads, why="one worker's worth of cores")
+            return Choice("sequential", 1, threads, why="one worker's worth of cores"
+                          if runtime.jobs == "auto" else "--jobs 1")
+        if runtime.jobs != "auto":  # asked for workers: no second-guessing
+            return Choice("processes", jobs, threads, why=f"--jobs {jobs}")
         flops = training_flops(plan)
         if flops < PARALLEL_MIN_FLOPS:
             return Choice("sequential", 1, threads, why=f"{flops:.1e} FLOPs of training "
