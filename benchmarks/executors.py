@@ -38,25 +38,13 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ticketlab.config import ExperimentConfig, Runtime, apply_overrides
 from ticketlab.experiments.imp import run_imp
+from ticketlab.experiments.store import RunStore
 from ticketlab.presets import preset_settings
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def records(run: Path) -> dict[str, object]:
-    """Every unit's numbers; tensors compared by value (safetensors orders metadata keys at
-    random, so the files' bytes differ between processes)."""
-    def content(p: Path) -> object:
-        if p.suffix != ".safetensors":
-            return p.read_bytes()
-        with safe_open(str(p), "pt") as f:
-            return f.metadata(), {k: f.get_tensor(k).numpy().tobytes() for k in f.keys()}  # noqa: SIM118
-    return {str(p.relative_to(run)): content(p) for p in sorted(run.glob("seed_*/**/*"))
-            if p.name in ("result.json", "metrics.csv") or p.suffix == ".safetensors"}
 
 
 def worker_start_seconds() -> float:
@@ -116,7 +104,7 @@ def main() -> None:
                 began = time.perf_counter()
                 run_imp(config, runtime)
                 seconds = time.perf_counter() - began
-                found = records(out / config.run_name())
+                found = RunStore(out / config.run_name()).contents()
                 if reference is None:
                     reference = (seconds, found)
                 same = None if threads != 1 else found == reference[1]

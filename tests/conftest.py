@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from ticketlab.config import ExperimentConfig, Runtime, apply_overrides
 
@@ -44,13 +43,6 @@ def _restore_torch_threads():
 
 
 def unit_files(root: Path) -> dict[str, object]:
-    """Every unit's numbers: records and metrics as bytes, tensor files as their metadata and
-    each tensor's bytes (safetensors orders metadata keys at random, so whole files differ)."""
-    def content(p: Path) -> object:
-        if p.suffix != ".safetensors":
-            return p.read_bytes()
-        with safe_open(str(p), "pt") as f:
-            return f.metadata(), {k: f.get_tensor(k).numpy().tobytes() for k in f.keys()}  # noqa: SIM118
-    return {str(p.relative_to(root)): content(p) for p in sorted(root.glob("seed_*/**/*"))
-            if p.name in ("result.json", "metrics.csv", "final.safetensors", "mask.safetensors",
-                          "rewind.safetensors", "init.safetensors")}
+    """Every unit's numbers (`RunStore.contents`): equal for runs that computed the same."""
+    from ticketlab.experiments.store import RunStore
+    return RunStore(root).contents()

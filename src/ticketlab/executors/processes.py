@@ -100,6 +100,7 @@ class Processes:
     _deaths: dict[str, int] = field(default_factory=dict)
     _next_id: int = 0
     _stopping: bool = False
+    _closed: bool = False  # the executor is done: the accepting thread ends
 
     def __enter__(self) -> Processes:
         self._dir = tempfile.TemporaryDirectory(prefix="ticketlab-")
@@ -128,6 +129,11 @@ class Processes:
                 w.process.wait()
             if w.conn is not None:
                 w.conn.close()
+        with contextlib.suppress(OSError, EOFError):  # wakes the accepting thread, which
+            waker = Client(self._address, family="AF_UNIX", authkey=self._key)  # then ends
+            self._closed = True
+            waker.close()
+        self._closed = True
         self._listener.close()
         self._dir.cleanup()
 
@@ -144,15 +150,12 @@ class Processes:
 
     def _accept(self) -> None:
         """A thread taking the connections of workers as they start (each says its id)."""
-        while True:
+        while not self._closed:
             try:
                 conn = self._listener.accept()
                 self._arrivals.put((conn.recv(), conn))
-            except (OSError, EOFError):
-                if self._listener._listener is None:  # type: ignore[attr-defined]
-                    return  # closed: the executor is done
-            except Exception:
-                return
+            except Exception:  # a failed handshake; or the listener closed: the loop ends
+                continue
 
     def _connect_arrivals(self) -> None:
         while not self._arrivals.empty():

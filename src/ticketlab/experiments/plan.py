@@ -111,15 +111,9 @@ def measured_rate(ctx: Context) -> float | None:
     """Seconds per unit-iteration from the run's finished units (timing.json), or from
     sibling runs with the same model and data; None when nothing was measured."""
     for store in (ctx.store, *ctx.siblings):
-        seconds = iterations = 0.0
-        for path in store.root.glob("seed_*/level_*/*/timing.json"):
-            parts = path.parent.relative_to(store.root).parts
-            t = store.timing(Unit(int(parts[0][5:]), int(parts[1][6:]), parts[2]))
-            if t and t["iterations"] > 0:
-                seconds += t["seconds"]
-                iterations += t["iterations"]
-        if iterations:
-            return seconds / iterations
+        timed = [t for t in store.timings() if t["iterations"] > 0]
+        if timed:
+            return sum(t["seconds"] for t in timed) / sum(t["iterations"] for t in timed)
     return None
 
 

@@ -252,6 +252,27 @@ class RunStore:
                                          for k in ("seconds", "iterations"))
         return t if ok else None
 
+    def timings(self) -> list[dict[str, Any]]:
+        """The timing.json of every unit that has a readable one."""
+        found = (self.timing(_unit(path.parent.relative_to(self.root).as_posix()))
+                 for path in self.root.glob("seed_*/level_*/*/timing.json"))
+        return [t for t in found if t is not None]
+
+    def contents(self) -> dict[str, object]:
+        """Every unit's numbers, to compare runs computed in different ways: records and
+        metrics as bytes, each tensor file as its metadata and its tensors' bytes (safetensors
+        writes metadata keys in a random order per process, so whole files differ)."""
+        from safetensors import safe_open
+
+        def content(path: Path) -> object:
+            if path.suffix != ".safetensors":
+                return path.read_bytes()
+            with safe_open(str(path), "pt") as f:
+                return f.metadata(), {k: f.get_tensor(k).numpy().tobytes() for k in f.keys()}  # noqa: SIM118
+        return {str(p.relative_to(self.root)): content(p)
+                for p in sorted(self.root.glob("seed_*/**/*"))
+                if p.name in ("result.json", "metrics.csv", *TENSOR_FILES)}
+
     def finish(self, unit: Unit, metrics: list[Eval], record: dict[str, Any]) -> None:
         """Writes the unit's metrics, then its record: from here on it is done."""
         buf = io.StringIO()
