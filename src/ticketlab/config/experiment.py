@@ -143,6 +143,11 @@ class TrainingHparams:
                            "crop_flip for CIFAR and image folders, none for digits and MNIST), "
                            "none, flip, or crop_flip (random crop with 4-pixel padding and "
                            "horizontal flip)", choices=AUGMENTS, canonical=_lower)
+    sparse_below: float | None = setting(
+        None, "train masked linear layers whose density is at most this fraction with sparse "
+        "kernels (kept weights only; docs/sparse_kernels.md): faster below about 0.2 on a "
+        "CPU, equal up to float rounding, which compounds over training, so it names the run",
+        metavar="DENSITY")
 
 
 @dataclass
@@ -368,6 +373,9 @@ class ExperimentConfig:
             raise TicketlabError(f"batch size must be >= 1, got {t.batch_size}")
         _number("momentum", t.momentum, "in [0, 1)", 0 <= t.momentum < 1, "--momentum 0.9")
         _number("gamma", t.gamma, "> 0", t.gamma > 0, "--gamma 0.1")
+        if t.sparse_below is not None:
+            _number("sparse-below", t.sparse_below, "in [0, 1]",
+                    0 <= t.sparse_below <= 1, "--sparse-below 0.2")
         _number("weight decay", t.weight_decay, ">= 0", t.weight_decay >= 0,
                 "--weight-decay 0.0001")
         if t.nesterov and (t.optimizer != "sgd" or t.momentum == 0):
@@ -398,6 +406,9 @@ class ExperimentConfig:
                 raise TicketlabError(f"{', '.join(changed)} set without a target sparsity: "
                                      "gradual pruning is `ticketlab sparsify --target 0.9`")
             return
+        if self.training.sparse_below is not None:
+            raise TicketlabError("--sparse-below trains fixed masks (find, one-shot); gradual "
+                                 "pruning changes its mask while training: leave it out")
         _number("target sparsity", s.target, "in (0, 1)", 0 < s.target < 1, "--target 0.9")
         SPARSITY_SCHEDULES.canonical(s.sparsity_schedule)
         if s.prune_rounds < 1:

@@ -50,6 +50,7 @@ from ticketlab.pruning import Mask
 from ticketlab.threads import using_threads
 from ticketlab.training import EarlyStop, interrupt, train, train_replicates
 from ticketlab.training.loop import vectorize_refusal
+from ticketlab.training.sparse import sparse_layer_names
 
 WAIT_POLL = 0.5  # seconds between looks at a unit another process is training
 
@@ -306,7 +307,8 @@ def _train_alone(ctx: Context, unit: Unit) -> None:
         snapshot_at=ctx.rewind if unit.level == 0 else None, on_snapshot=on_snapshot,
         checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every), progress=progress,
     )
-    _finish(ctx, unit, model, mask, start, metrics, time.monotonic() - began)
+    _finish(ctx, unit, model, mask, start, metrics, time.monotonic() - began,
+            sparse_layer_names(model, None if frozen else mask, ctx.config.training.sparse_below))
 
 
 def _start(ctx: Context, unit: Unit) -> Prepared:
@@ -349,12 +351,16 @@ def _train_together(ctx: Context, units: list[Unit]) -> None:
 
 
 def _finish(ctx: Context, unit: Unit, model: torch.nn.Module, mask: Mask, start: int,
-            metrics: list, seconds: float) -> dict[str, Any]:
+            metrics: list, seconds: float, sparse: list[str] | None = None) -> dict[str, Any]:
+    """`sparse`: the layers trained with sparse kernels (none when trained vectorised, which
+    stacks dense weights)."""
     ctx.store.save_weights(unit, "final", model.state_dict())
     ctx.store.save_timing(unit, seconds, ctx.end - start)
     stop = EarlyStop.from_metrics(metrics)
-    return finish_unit(ctx, unit, metrics, unit_record(unit, mask, model, stop, stop, start,
-                                                       ctx.end))
+    record = unit_record(unit, mask, model, stop, stop, start, ctx.end)
+    if ctx.config.training.sparse_below is not None:
+        record["sparse_layers"] = sparse or []
+    return finish_unit(ctx, unit, metrics, record)
 
 
 def unit_record(unit: Unit, mask: Mask, model: torch.nn.Module, stop: EarlyStop,

@@ -53,6 +53,7 @@ from ticketlab.training.optimizers import (
     no_decay_names,
     param_groups,
 )
+from ticketlab.training.sparse import sparse_layers
 
 # vmap runs a few ops (adaptive average pooling's as_strided_) through a slower generic rule
 # and warns at every call; the speed is measured (benchmarks/replicates.py), the warning is
@@ -220,14 +221,23 @@ class Solo:
     """One model trained as itself: the reference trajectory."""
 
     def __init__(self, model: nn.Module, mask: Mask | None, seed: int,
-                 frozen: dict[str, Tensor] | None = None, loss_fn: LossFn = F.cross_entropy):
+                 frozen: dict[str, Tensor] | None = None, loss_fn: LossFn = F.cross_entropy,
+                 sparse_below: float | None = None):
         self.model, self.seeds, self.loss_fn = model, [seed], loss_fn
         model.train()  # batch norm and dropout in training mode, however the model came
+        # Layers at most `sparse_below` dense train through their kept values (`sparse`);
+        # held (frozen) pruned weights are not zero, so a mask-0 action keeps dense kernels.
+        self.sparse = {} if frozen else sparse_layers(model, mask, sparse_below)
+        if mask is not None and self.sparse:
+            mask = mask.with_tensors({k: v for k, v in mask.items() if k not in self.sparse})
         self.enforcer = None if mask is None else (
             FrozenEnforcer(model, mask, frozen) if frozen else MaskEnforcer(model, mask))
-        self.named_params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+        self.named_params = {k: (self.sparse[k].values if k in self.sparse else p)
+                             for k, p in model.named_parameters() if p.requires_grad}
         self.params = list(self.named_params.values())
         self.no_decay = no_decay_names(model)
+        for layer in self.sparse.values():
+            layer.attach()
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         """The batch's mean loss (the trainee owns its loss: `loss_fn`)."""
@@ -237,6 +247,7 @@ class Solo:
         return [evaluate(self.model, x, y)]
 
     def state_dict(self, i: int = 0) -> dict[str, Tensor]:
+        self._sync()
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def zero_weights(self) -> None:
@@ -248,10 +259,23 @@ class Solo:
             self.enforcer.zero_grads()
 
     def save(self) -> dict:
+        self._sync()
         return {"model": self.model.state_dict()}
 
     def load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        for layer in self.sparse.values():
+            layer.reload()
+
+    def finish(self) -> None:
+        """Leaves the model plain: its own weights and forward (training ended or stopped)."""
+        for layer in self.sparse.values():
+            layer.detach()
+        self.sparse = {}
+
+    def _sync(self) -> None:
+        for layer in self.sparse.values():
+            layer.sync()
 
 
 class Stack:
@@ -404,8 +428,12 @@ def train(
         hooks.append(Snapshot(snapshot_at, lambda i, state: on_snapshot(state)))
     if progress:
         hooks.append(ReportProgress(progress, end))
-    return _loop(Solo(model, mask, seed, frozen), data, hp, start=start, end=end,
-                 eval_every=eval_every, checkpoint=checkpoint, hooks=hooks)[0]
+    solo = Solo(model, mask, seed, frozen, sparse_below=hp.sparse_below)
+    try:
+        return _loop(solo, data, hp, start=start, end=end, eval_every=eval_every,
+                     checkpoint=checkpoint, hooks=hooks)[0]
+    finally:
+        solo.finish()
 
 
 def train_replicates(

@@ -1,0 +1,146 @@
+"""Sparse kernels: masked linear layers trained on their kept weights only.
+
+A dense masked layer costs what the dense layer costs, whatever its density: the matrix
+products multiply the zeros too. Below a density threshold (`TrainingHparams.sparse_below`,
+a fixed rule, never a timing, so a run computes the same way on every machine), a masked
+`nn.Linear` trains instead on a vector of its kept weights (CSR order):
+
+- forward, y = x Wᵀ + b: a sparse-dense product with the kept weights only;
+- input gradient, dy W: the same with the transposed pattern (skipped for the first layer,
+  whose input needs no gradient);
+- weight gradient: dyᵀ x sampled at the kept positions only (`torch.sparse.sampled_addmm`),
+  never the dense product;
+- the optimizer steps the kept values only. Adam's and SGD's updates are elementwise and a
+  pruned weight's gradient is zero, so this is the dense masked update minus its zeros.
+
+The numbers differ from the dense kernels' by float rounding (sums taken in another order);
+over a long training that rounding compounds, so the setting is part of the run hash and
+each unit records which of its layers used sparse kernels.
+
+The model keeps its plain `nn.Linear` modules: training replaces their `forward` on the
+instance and `sync()` writes the values back into `weight`, so state dicts, snapshots and
+checkpoints are the dense model's and load into plain models.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from ticketlab.pruning.mask import Mask
+
+# torch warns once per process that sparse CSR tensors are in beta; the kernels used here are
+# tested against the dense ones (tests/training/test_sparse.py).
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta",
+                        category=UserWarning)
+
+
+class _SparseLinearFn(torch.autograd.Function):
+    """y = x Wᵀ + b with W given by its kept values in a fixed CSR pattern."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, values: Tensor, bias: Tensor | None, layer: SparseLinear
+                ) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, values)
+        ctx.layer = layer
+        flat = x.reshape(-1, x.shape[-1])
+        y = torch.sparse.mm(layer.csr(values), flat.t()).t()
+        if bias is not None:
+            y = y + bias
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):  # type: ignore[override]
+        x, values = ctx.saved_tensors
+        layer: SparseLinear = ctx.layer
+        flat_x = x.reshape(-1, x.shape[-1])
+        flat_dy = dy.reshape(-1, dy.shape[-1])
+        dx = dvalues = dbias = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.sparse.mm(layer.csr_t(values), flat_dy.t()).t().reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            dvalues = torch.sparse.sampled_addmm(layer.pattern, flat_dy.t(), flat_x,
+                                                 beta=0.0).values()
+        if ctx.needs_input_grad[2]:
+            dbias = flat_dy.sum(0)
+        return dx, dvalues, dbias, None
+
+
+class SparseLinear:
+    """One masked `nn.Linear` trained through its kept values (`values`, a Parameter)."""
+
+    def __init__(self, linear: nn.Linear, keep: Tensor):
+        self.linear = linear
+        w = linear.weight
+        keep = keep.to(device=w.device, dtype=torch.bool)
+        self.keep = keep
+        pattern = keep.to(w.dtype).to_sparse_csr()
+        self.pattern = pattern  # values of ones; sampled_addmm fills the same positions
+        self.crow, self.col = pattern.crow_indices(), pattern.col_indices()
+        self.shape = tuple(w.shape)
+        # The transposed pattern's entries, as positions in `values` (row-major order).
+        order = torch.arange(int(keep.sum()), device=w.device)
+        index = torch.zeros(self.shape, dtype=torch.long, device=w.device)
+        index[keep] = order
+        t = keep.t().contiguous().to(w.dtype).to_sparse_csr()
+        self.crow_t, self.col_t = t.crow_indices(), t.col_indices()
+        self.perm_t = index.t()[keep.t()]
+        self.values = nn.Parameter(w.detach()[keep].clone(), requires_grad=w.requires_grad)
+
+    def csr(self, values: Tensor) -> Tensor:
+        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape,
+                                       check_invariants=False)
+
+    def csr_t(self, values: Tensor) -> Tensor:
+        return torch.sparse_csr_tensor(self.crow_t, self.col_t, values[self.perm_t],
+                                       self.shape[::-1], check_invariants=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _SparseLinearFn.apply(x, self.values, self.linear.bias, self)
+
+    def attach(self) -> None:
+        """Routes the module's calls through the kept values."""
+        self.linear.forward = types.MethodType(lambda _, x: self.forward(x), self.linear)
+
+    def detach(self) -> None:
+        self.sync()
+        self.linear.__dict__.pop("forward", None)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Writes the kept values into the dense weight (its pruned entries stay zero)."""
+        w = self.linear.weight
+        w.zero_()
+        w[self.keep] = self.values.detach()
+
+    @torch.no_grad()
+    def reload(self) -> None:
+        """Takes the kept values from the dense weight (after a checkpoint is loaded)."""
+        self.values.copy_(self.linear.weight.detach()[self.keep])
+
+
+def sparse_layer_names(model: nn.Module, mask: Mask | None, below: float | None) -> list[str]:
+    """The weights (names) of `model`'s masked `nn.Linear` layers whose density is at most
+    `below`: those that train with sparse kernels.
+
+    The rule depends on the mask alone (never on a timing), so a level computes the same way
+    on every machine."""
+    if mask is None or below is None or below <= 0:
+        return []
+    names = []
+    for name, module in model.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if type(module) is nn.Linear and key in mask and mask[key].float().mean() <= below:
+            names.append(key)
+    return names
+
+
+def sparse_layers(model: nn.Module, mask: Mask | None, below: float | None
+                  ) -> dict[str, SparseLinear]:
+    """`sparse_layer_names`, each ready to train (not yet attached)."""
+    modules = dict(model.named_modules())
+    return {key: SparseLinear(modules[key.removesuffix("weight").removesuffix(".")], mask[key])
+            for key in sparse_layer_names(model, mask, below)} if mask is not None else {}
