@@ -45,6 +45,10 @@ def _steps(value: Any) -> Any:
     return Step.canonical(value) if isinstance(value, str) else value
 
 
+def _zero_is_none(value: Any) -> Any:
+    return None if value == 0 else value
+
+
 def _names_lower(value: Any) -> Any:
     return tuple(_lower(v) for v in value) if isinstance(value, tuple) else value
 
@@ -146,8 +150,8 @@ class TrainingHparams:
     sparse_below: float | None = setting(
         None, "train masked linear layers whose density is at most this fraction with sparse "
         "kernels (kept weights only; docs/sparse_kernels.md): faster below about 0.2 on a "
-        "CPU, equal up to float rounding, which compounds over training, so it names the run",
-        metavar="DENSITY")
+        "CPU, equal up to float rounding, which compounds over training, so it names the run; "
+        "0 means never, as the default", metavar="DENSITY", canonical=_zero_is_none)
 
 
 @dataclass
