@@ -39,33 +39,36 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 
 
 class _SparseLinearFn(torch.autograd.Function):
-    """y = x Wᵀ + b with W given by its kept values in a fixed CSR pattern."""
+    """y = x Wᵀ + b with W given by its kept values in a fixed CSR pattern.
+
+    MKL's sparse products want the dense operand row-major, so the input is transposed once
+    (xᵀ, features x batch) and kept for the weight gradient; outputs are made row-major
+    again, since elementwise kernels (ReLU's backward) are slow on transposed layouts."""
 
     @staticmethod
     def forward(ctx, x: Tensor, values: Tensor, bias: Tensor | None, layer: SparseLinear
                 ) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, values)
-        ctx.layer = layer
-        flat = x.reshape(-1, x.shape[-1])
-        y = torch.sparse.mm(layer.csr(values), flat.t()).t()
+        xt = x.reshape(-1, x.shape[-1]).t().contiguous()
+        ctx.save_for_backward(xt, values)
+        ctx.layer, ctx.shape = layer, x.shape
+        yt = torch.sparse.mm(layer.csr(values), xt)
+        y = yt.t().contiguous()
         if bias is not None:
-            y = y + bias
+            y += bias
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, dy: Tensor):  # type: ignore[override]
-        x, values = ctx.saved_tensors
+        xt, values = ctx.saved_tensors
         layer: SparseLinear = ctx.layer
-        flat_x = x.reshape(-1, x.shape[-1])
-        flat_dy = dy.reshape(-1, dy.shape[-1])
+        dyt = dy.reshape(-1, dy.shape[-1]).t().contiguous()
         dx = dvalues = dbias = None
         if ctx.needs_input_grad[0]:
-            dx = torch.sparse.mm(layer.csr_t(values), flat_dy.t()).t().reshape(x.shape)
+            dx = torch.sparse.mm(layer.csr_t(values), dyt).t().contiguous().reshape(ctx.shape)
         if ctx.needs_input_grad[1]:
-            dvalues = torch.sparse.sampled_addmm(layer.pattern, flat_dy.t(), flat_x,
-                                                 beta=0.0).values()
+            dvalues = torch.sparse.sampled_addmm(layer.pattern, dyt, xt.t(), beta=0.0).values()
         if ctx.needs_input_grad[2]:
-            dbias = flat_dy.sum(0)
+            dbias = dyt.sum(1)
         return dx, dvalues, dbias, None
 
 
