@@ -143,6 +143,11 @@ class TrainingHparams:
                            "crop_flip for CIFAR and image folders, none for digits and MNIST), "
                            "none, flip, or crop_flip (random crop with 4-pixel padding and "
                            "horizontal flip)", choices=AUGMENTS, canonical=_lower)
+    # Part of the hash when on: a run's metrics.csv files all measure the same evaluations.
+    test_curve: bool = setting(
+        False, "evaluate the test set at every evaluation, for curves of test accuracy over "
+        "training (the paper's Figure 3); by default only at new validation minima and at the "
+        "end, which is all early stopping reads", action="optional")
 
 
 @dataclass
