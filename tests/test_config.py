@@ -70,7 +70,7 @@ def test_dataset_alias_and_case_name_the_registered_dataset():
 def test_different_science_still_names_different_runs():
     base = ExperimentConfig().run_name()
     for change in ({"train": "41ep"}, {"train": "40it"}, {"lr": 0.0013}, {"rewind": "1it"},
-                   {"dataset": "mnist"}, {"milestones": ("5it",)}):
+                   {"dataset": "mnist"}, {"milestones": ("5it",)}, {"test_curve": True}):
         assert config(**change).run_name() != base, change
 
 

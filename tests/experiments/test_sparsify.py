@@ -56,6 +56,21 @@ def test_records_mask_and_sparsity_log(tmp_path):
         assert not (store.dir(unit) / "rewind.safetensors").exists()  # no lth, no reset_end
 
 
+def test_the_early_stop_with_the_final_mask_has_its_test_accuracy(tmp_path):
+    """Pruning to 0.5% raised the validation loss: the lowest one with the final mask is no
+    new minimum of the whole training, yet its test accuracy was measured (sparsify
+    measures the test set at every evaluation)."""
+    summary, store = run(tmp_path, target=0.995, prune_end="75it", seeds=(0,))
+    r = summary["records"][0]
+    metrics = store.metrics(unit_of(0))
+    val = {e.iteration: e.loss for e in metrics if e.split == "val"}
+    assert val[r["early_stop_iteration"]] > min(val.values())
+    assert [e.iteration for e in metrics if e.split == "test"] == list(val)
+    stop = r["early_stop_iteration"]
+    assert r["early_stop_test_accuracy"] == next(
+        e.accuracy for e in metrics if e.split == "test" and e.iteration == stop)
+
+
 def test_same_config_same_result_and_a_finished_run_is_read_back(tmp_path):
     a, store_a = run(tmp_path, "a")
     b, store_b = run(tmp_path, "b")

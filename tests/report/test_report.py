@@ -67,6 +67,37 @@ def test_figures_are_valid_png_and_svg(report):
     assert report[-1].name == "report.html"
 
 
+def test_curves_show_test_accuracy_only_for_runs_that_measured_it(tmp_path):
+    runtime = Runtime(out=tmp_path, device="cpu", quiet=True)
+    made = []
+    for test_curve in (False, True):
+        config = tiny_config(levels=1, controls=(), eval_every="5it", test_curve=test_curve)
+        run_imp(config, runtime)
+        made.append(tmp_path / config.run_name())
+    default, curved = (load_runs([d]) for d in made)
+    # by default the test set is measured only where early stopping reads it
+    assert plots.curve_splits(default) == ["val"]
+    fig = plots.curves_figure(default)
+    assert fig.axes[0].get_ylabel().startswith("validation accuracy (%)")
+    assert "--test-curve" in fig.get_suptitle()
+    html = write_report([made[0]], tmp_path / "report")[-1].read_text()
+    assert "Validation accuracy during training" in html  # the caption says so too
+
+    assert plots.curve_splits(curved) == ["test"]
+    fig = plots.curves_figure(curved)
+    assert fig.axes[0].get_ylabel().startswith("test accuracy (%)")
+    assert fig.get_suptitle().startswith("Test accuracy during training")
+    metrics = curved[0].store.metrics(Unit(0, 0, "ticket"))
+    xs, ys = fig.axes[0].get_lines()[0].get_data()  # level 0's ticket, one seed: its test rows
+    assert list(xs) == [e.iteration for e in metrics if e.split == "val"]
+    assert list(ys) == [100 * e.accuracy for e in metrics if e.split == "test"]
+
+    fig = plots.curves_figure([*default, *curved])  # one panel each, saying which is which
+    assert fig.axes[0].get_ylabel().startswith("test or validation accuracy (%)")
+    assert "validation accuracy" in fig.axes[0].get_title()
+    assert "validation" not in fig.axes[1].get_title()
+
+
 def test_levels_csv_equals_the_records(runs, report):
     records = json.loads((runs[0] / "summary.json").read_text())["records"]
     rows = list(csv.DictReader((report[0].parent / "levels.csv").open()))

@@ -19,6 +19,7 @@ from ticketlab.training import (
     train,
     train_eval_subset,
 )
+from ticketlab.training.evaluate import eval_chunk
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,99 @@ def test_train_accuracy_at_new_validation_minima_and_at_the_end(digits):
     assert stop.train_accuracy == next(e.accuracy for e in train_rows
                                        if e.iteration == stop.iteration)
     assert stop.final_train_accuracy == train_rows[-1].accuracy
+
+
+def strict_minima(metrics):
+    """Iterations whose (finite) validation loss is lower than every one before."""
+    best, minima = math.inf, []
+    for e in metrics:
+        if e.split == "val" and e.loss < best:
+            best = e.loss
+            minima.append(e.iteration)
+    return minima
+
+
+def rows(metrics, split):
+    return [e for e in metrics if e.split == split]
+
+
+def test_test_set_is_measured_at_new_validation_minima_and_at_the_end(digits):
+    metrics = train(model_for(digits), digits, TrainingHparams(), seed=0, end=60,
+                    eval_every=10)
+    where = sorted({*strict_minima(metrics), 60})
+    assert [e.iteration for e in rows(metrics, "test")] == where
+    assert [e.iteration for e in rows(metrics, "train")] == where
+    assert len(where) < len(rows(metrics, "val"))  # some evaluation measured no test set
+    # each evaluation's rows in order: val, then test and train where measured
+    assert [e.split for e in metrics if e.iteration == where[-1]] == ["val", "test", "train"]
+
+
+def test_test_curve_measures_every_evaluation_and_changes_nothing_else(digits):
+    few = train(model_for(digits), digits, TrainingHparams(), seed=0, end=60, eval_every=10)
+    every = train(model_for(digits), digits, TrainingHparams(test_curve=True), seed=0,
+                  end=60, eval_every=10)
+    assert rows(every, "val") == rows(few, "val")
+    assert rows(every, "train") == rows(few, "train")
+    assert [e.iteration for e in rows(every, "test")] == \
+        [e.iteration for e in rows(every, "val")]
+    assert len(rows(every, "test")) > len(rows(few, "test"))
+    by_iteration = {e.iteration: e for e in rows(every, "test")}
+    assert all(by_iteration[e.iteration] == e for e in rows(few, "test"))
+    assert EarlyStop.from_metrics(every) == EarlyStop.from_metrics(few)
+
+
+def measured_only_where_read(old_format):
+    """Metrics with test rows at every evaluation, as the loop records them now: test rows
+    only at evaluations with a finite validation loss that is a new minimum, or the last."""
+    last = max(e.iteration for e in old_format)
+    keep = {*strict_minima(old_format), last}
+    val_ok = {e.iteration for e in old_format if e.split == "val" and math.isfinite(e.loss)}
+    return [e for e in old_format
+            if e.split != "test" or (e.iteration in keep and e.iteration in val_ok)]
+
+
+@pytest.mark.parametrize("case", ["normal", "tie", "diverged_test", "diverged_val", "never"])
+def test_early_stop_reads_old_and_new_metrics_alike(case):
+    nan, inf = math.nan, math.inf
+    old = [Eval(0, "val", 2.0, 0.10), Eval(0, "test", 2.1, 0.11), Eval(0, "train", 2.0, 0.12),
+           Eval(100, "val", 0.5, 0.90), Eval(100, "test", 0.5, 0.91),
+           Eval(100, "train", 0.4, 0.93),
+           Eval(200, "val", 0.7, 0.92), Eval(200, "test", 0.4, 0.99)]  # best test: not chosen
+    expected = {"normal": (100, 0.91, 0.95, 0.97, None), "tie": (100, 0.91, 0.95, 0.97, None),
+                "diverged_test": (100, 0.91, None, None, 300),
+                "diverged_val": (100, 0.91, None, None, 300),
+                "never": (None, None, None, None, 0)}[case]
+    old += {
+        "normal": [Eval(300, "val", 0.6, 0.93), Eval(300, "test", 0.6, 0.95),
+                   Eval(300, "train", 0.3, 0.97)],
+        "tie": [Eval(300, "val", 0.5, 0.93), Eval(300, "test", 0.6, 0.95),  # the first wins
+                Eval(300, "train", 0.3, 0.97)],
+        "diverged_test": [Eval(300, "val", 0.3, 0.93), Eval(300, "test", inf, 0.1)],
+        "diverged_val": [Eval(300, "val", nan, 0.1), Eval(300, "test", nan, 0.1)],
+        "never": [],
+    }[case]
+    if case == "never":
+        old = [Eval(0, "val", nan, 0.1), Eval(0, "test", nan, 0.1)]
+    new = measured_only_where_read(old)
+    assert len(rows(new, "test")) < len(rows(old, "test"))  # the two formats differ
+    stop = EarlyStop.from_metrics(old)
+    assert EarlyStop.from_metrics(new) == stop
+    assert (stop.iteration, stop.test_accuracy, stop.final_test_accuracy,
+            stop.final_train_accuracy, stop.diverged_iteration) == expected
+
+
+def test_evaluation_is_one_pass_where_it_fits(digits):
+    assert eval_chunk(torch.empty(10_000, 1, 28, 28)) >= 10_000  # MNIST's test set: one pass
+    assert eval_chunk(torch.empty(10_000, 1, 28, 28), replicates=5) < 10_000
+    assert eval_chunk(torch.empty(0, 3, 2048, 2048)) == 1  # never less than one image
+    model = model_for(digits)
+    loss, accuracy = evaluate(model, digits.x_test, digits.y_test)
+    small_loss, small_accuracy = evaluate(model, digits.x_test, digits.y_test, batch_size=7)
+    assert accuracy == small_accuracy and loss == pytest.approx(small_loss, rel=1e-6)
+    with torch.no_grad():
+        logits = model(digits.x_test).double()
+    assert loss == pytest.approx(float(nn.functional.cross_entropy(logits, digits.y_test)),
+                                 rel=1e-6)
 
 
 def test_train_subset_is_fixed_per_dataset(digits):

@@ -112,6 +112,33 @@ def test_replicates_follow_their_solo_trajectories(digits, name, hp):
                            for e, s in zip(metrics, solo_metrics)), (i, j)
 
 
+@pytest.mark.parametrize("test_curve", [False, True])
+def test_replicates_record_the_rows_they_record_alone(digits, test_curve):
+    """Trained together, the test set is measured for all replicates when one needs it;
+    each still records test and train rows only where it would alone."""
+    hp = TrainingHparams(lr=1e-2, batch_size=32, test_curve=test_curve)
+
+    def fresh():
+        return [build_model("lenet_300_100", digits.input_shape, digits.num_classes, seed=s)
+                for s in (0, 1)]
+
+    alone = [train(model, digits, hp, seed=s, end=60, eval_every=5)
+             for s, model in zip((0, 1), fresh())]
+    together = train_replicates(fresh(), digits, hp, seeds=[0, 1], end=60, eval_every=5)
+    for metrics, solo in zip(together, alone):
+        assert [(e.iteration, e.split) for e in metrics] == [(e.iteration, e.split) for e in solo]
+        for e, s in zip(metrics, solo):
+            assert e.loss == pytest.approx(s.loss, rel=LOSS_REL)
+            assert e.accuracy == pytest.approx(s.accuracy, abs=ACCURACY)
+        assert EarlyStop.from_metrics(metrics).iteration == EarlyStop.from_metrics(solo).iteration
+    tested = [{e.iteration for e in m if e.split == "test"} for m in together]
+    evaluated = {e.iteration for e in together[0] if e.split == "val"}
+    if test_curve:
+        assert tested == [evaluated, evaluated]
+    else:  # each replicate skips evaluations, not the same ones: rows are per replicate
+        assert tested[0] != tested[1] and all(t < evaluated for t in tested)
+
+
 def test_replicates_snapshot_and_resume(digits, tmp_path, monkeypatch):
     hp = TrainingHparams(lr=1e-2, batch_size=32)
 
@@ -163,7 +190,7 @@ def test_a_diverged_replicate_stops_while_the_others_continue(digits):
     assert [(e.iteration, e.split) for e in ok] == [(e.iteration, e.split) for e in expected]
     for e, s in zip(ok, expected):
         assert e.loss == pytest.approx(s.loss, rel=1e-4, abs=1e-6)
-    assert [(e.iteration, e.split) for e in broken] == [(0, "val"), (0, "test")]
+    assert [(e.iteration, e.split) for e in broken] == [(0, "val")]  # no test once diverged
     stop = EarlyStop.from_metrics(broken)
     assert stop.diverged_iteration == 0 and stop.iteration is None
     assert EarlyStop.from_metrics(ok).diverged_iteration is None
@@ -172,7 +199,7 @@ def test_a_diverged_replicate_stops_while_the_others_continue(digits):
     steps = []
     metrics = train_replicates([fresh(True), fresh(True)], digits, hp, seeds=[0, 1], end=40,
                                eval_every=10, progress=lambda step, _: steps.append(step))
-    assert steps == [] and all(len(m) == 2 for m in metrics)
+    assert steps == [] and all(len(m) == 1 for m in metrics)
 
 
 def test_models_with_dropout_are_not_vectorised():

@@ -149,9 +149,14 @@ class TrainingHparams:
                            "horizontal flip)", choices=AUGMENTS, canonical=_lower)
     sparse_below: float | None = setting(
         None, "train masked linear layers whose density is at most this fraction with sparse "
-        "kernels (kept weights only; docs/sparse_kernels.md): faster below about 0.2 on a "
+        "kernels (kept weights only; docs/full_reproduction.md): faster below about 0.2 on a "
         "CPU, equal up to float rounding, which compounds over training, so it names the run; "
         "0 means never, as the default", metavar="DENSITY", canonical=_zero_is_none)
+    # Part of the hash when on: a run's metrics.csv files all measure the same evaluations.
+    test_curve: bool = setting(
+        False, "evaluate the test set at every evaluation, for curves of test accuracy over "
+        "training (the paper's Figure 3); by default only at new validation minima and at the "
+        "end, which is all early stopping reads", action="optional")
 
 
 @dataclass

@@ -10,11 +10,15 @@ rewind point's state, the ticket fasterai's reset_end returns.
 
 The record's early stop is chosen on the validation loss among the evaluations made with the
 final mask (from the step it last changed on): accuracy of a network denser than the result
-is not the result's. Checkpoints carry the sparsifier, so a killed run resumes exactly.
+is not the result's. That step is known only at the end, and the lowest validation loss
+after it need not be a new minimum of the whole training, so a sparsify unit measures the
+test set at every evaluation (as `--test-curve` does for find). Checkpoints carry the
+sparsifier, so a killed run resumes exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import Any
 
@@ -106,7 +110,8 @@ def _train_unit(ctx: Context, unit: Unit, ipe: int) -> dict[str, Any]:
     store.save_weights(unit, "init", model.state_dict())
     hook = SparsifyHook(lambda m: make_sparsifier(ctx.config, m, unit.seed, ipe))
     progress = ctx.reporter.start_units([unit], 0, ctx.end) if ctx.reporter else None
-    metrics = train(model, ctx.data, ctx.config.training, seed=unit.seed, start=0, end=ctx.end,
+    hp = dataclasses.replace(ctx.config.training, test_curve=True)  # see the docstring
+    metrics = train(model, ctx.data, hp, seed=unit.seed, start=0, end=ctx.end,
                     eval_every=ctx.eval_every, hooks=[hook], progress=progress,
                     checkpoint=store.checkpoint(unit, ctx.runtime.checkpoint_every))
     sparsifier = hook.sparsifier

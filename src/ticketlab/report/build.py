@@ -107,8 +107,11 @@ def build_report(runs: list[Run], out: Path, levels: list[int] | None = None,
                         "Training accuracy (fixed training subset) at the early-stop iteration "
                         "and at the end of training, against % of weights remaining"))
     if len(runs) <= MAX_CURVE_PANELS:  # one panel per run: more would not be readable
-        figures.append(("curves", plots.curves_figure(runs, levels), "Test accuracy during "
-                        "training at selected levels (solid: ticket; dashed: controls)"))
+        splits = plots.curve_splits(runs, levels)
+        note = f" ({plots.VAL_CURVE_NOTE})" if "val" in splits else ""
+        figures.append(("curves", plots.curves_figure(runs, levels, splits),
+                        f"{plots.curve_quantity(splits)} during training at selected levels "
+                        f"(solid: ticket; dashed: controls){note}"))
     sections = []
     if supermasks:
         paths.append(_write_csv(out / "supermask.csv", supermasks))

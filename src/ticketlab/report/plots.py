@@ -233,32 +233,76 @@ def default_curve_levels(stats: list[dict[str, Any]]) -> list[int]:
     return list(dict.fromkeys(chosen))
 
 
-def _mean_curve(run: Run, level: int, variant: str) -> tuple[list[int], list[float]]:
-    """Test accuracy (%) by iteration, averaged over the seeds evaluated at that iteration
-    (diverged units left out, as in the tables)."""
+def _curve_levels(run: Run, levels: list[int] | None) -> list[int]:
+    return default_curve_levels(run.stats) if levels is None else levels
+
+
+def _curve_units(run: Run, levels: list[int]) -> list[Unit]:
+    """The units whose curves are drawn (diverged ones left out, as in the tables)."""
+    return [Unit(r["seed"], r["level"], r["variant"]) for r in run.records
+            if r["level"] in levels and not diverged(r)]
+
+
+def curve_splits(runs: list[Run], levels: list[int] | None = None) -> list[str]:
+    """Per run, the split its training curves can show: "test" where every drawn unit
+    measured the test set at every evaluation (runs made with --test-curve, or before the
+    test set was measured only where early stopping reads it), else "val"."""
+    splits = []
+    for run in runs:
+        split = "test"
+        for unit in _curve_units(run, _curve_levels(run, levels)):
+            metrics = run.store.metrics(unit)
+            if not {e.iteration for e in metrics if e.split == "val"} <= \
+                    {e.iteration for e in metrics if e.split == "test"}:
+                split = "val"
+                break
+        splits.append(split)
+    return splits
+
+
+def curve_quantity(splits: list[str]) -> str:
+    """What a curves figure of runs with `splits` shows, capitalised."""
+    if set(splits) == {"test"}:
+        return "Test accuracy"
+    if set(splits) == {"val"}:
+        return "Validation accuracy"
+    return "Test accuracy (validation accuracy where a panel says so)"
+
+
+VAL_CURVE_NOTE = ("the test set is measured only at validation minima and at the end: "
+                  "--test-curve for test curves")
+
+
+def _mean_curve(run: Run, level: int, variant: str, split: str = "test"
+                ) -> tuple[list[int], list[float]]:
+    """Accuracy (%) on `split` by iteration, averaged over the seeds evaluated at that
+    iteration (diverged units left out, as in the tables)."""
     by_iteration: dict[int, list[float]] = defaultdict(list)
-    for r in run.records:
-        if r["level"] == level and r["variant"] == variant and not diverged(r):
-            for e in run.store.metrics(Unit(r["seed"], level, variant)):
-                if e.split == "test" and math.isfinite(e.accuracy):
+    for unit in _curve_units(run, [level]):
+        if unit.variant == variant:
+            for e in run.store.metrics(unit):
+                if e.split == split and math.isfinite(e.accuracy):
                     by_iteration[e.iteration].append(100 * e.accuracy)
     iterations = sorted(by_iteration)
     return iterations, [statistics.mean(by_iteration[i]) for i in iterations]
 
 
-def curves_figure(runs: list[Run], levels: list[int] | None = None) -> Figure:
-    """Figure 3: test accuracy while training, one colour per level, one panel per run."""
+def curves_figure(runs: list[Run], levels: list[int] | None = None,
+                  splits: list[str] | None = None) -> Figure:
+    """Figure 3: test accuracy while training, one colour per level, one panel per run. A run
+    without test curves (`curve_splits`) shows validation accuracy, and says so."""
     from matplotlib.lines import Line2D
 
+    splits = curve_splits(runs, levels) if splits is None else splits
     fig, axes = _figure(len(runs))
     variants = _variants(runs)
     settled: list[float] = []  # accuracies after the first tenth of training
-    for run, ax in zip(runs, axes):
-        chosen = default_curve_levels(run.stats) if levels is None else levels
+    for run, ax, split in zip(runs, axes, splits):
+        chosen = _curve_levels(run, levels)
         rows = [row for row in run.stats if row["level"] in chosen]
         for i, row in enumerate(rows):
             for v in row["variants"]:
-                xs, ys = _mean_curve(run, row["level"], v)
+                xs, ys = _mean_curve(run, row["level"], v, split)
                 ax.plot(xs, ys, color=f"C{i % 10}", linestyle=_linestyle(v, variants),
                         linewidth=1.2)
                 settled += [y for x, y in zip(xs, ys) if xs and x >= 0.1 * max(xs)]
@@ -268,13 +312,20 @@ def curves_figure(runs: list[Run], levels: list[int] | None = None) -> Figure:
                     for v in variants if any(v in row["variants"] for row in rows)]
         _legend_outside(ax, handles=handles, fontsize=8, title="% remaining,\nvariant",
                         title_fontsize=8)
-        ax.set_title(run.label, fontsize=9)
+        mixed = split == "val" and "test" in splits
+        ax.set_title(run.label + ("\n(validation accuracy: no test curves)" if mixed else ""),
+                     fontsize=9)
         ax.set_xlabel("training iteration")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%)")
+    quantity = curve_quantity(splits)
+    label = {"test": "test", "val": "validation"}[splits[0]] if len(set(splits)) == 1 \
+        else "test or validation"
+    label += " accuracy (%)"
+    axes[0].set_ylabel(label)
     if settled:  # like the paper's Figure 3: zoom on where the curves differ, not on the rise
-        honest_ylim(axes[0], min(settled), max(settled), "test accuracy (%)")
-    fig.suptitle(f"Test accuracy during training ({_seeds_note(runs)})", fontsize=10)
+        honest_ylim(axes[0], min(settled), max(settled), label)
+    note = f";\n{VAL_CURVE_NOTE}" if "val" in splits else ""
+    fig.suptitle(f"{quantity} during training ({_seeds_note(runs)}{note})", fontsize=10)
     return fig
 
 

@@ -7,16 +7,19 @@ schedule from its rewind step and a resumed run continues exactly where it stopp
 One loop serves two trainees: `Solo` (one model, the reference) and `Stack` (replicates
 trained together by `torch.func.vmap` over stacked weights, see `train_replicates`).
 
-What an evaluation records (rows of `Eval`, per replicate):
-- "val" and "test": loss and accuracy on the whole validation and test sets, at the start,
-  every `eval_every` steps and at the end;
-- "train": on a fixed subset of the training set (`train_eval_subset`: up to 10,000
-  images, the same for every trial), only where it is needed for the paper's Figure 4, at
-  each evaluation whose validation loss is a new (strictly lower) minimum, so the early-stop
-  point always has one, and at the end of training.
-A replicate whose validation or test loss is non-finite has diverged: nothing more is
-recorded for it, and training stops once every replicate has. Finiteness is checked at
-evaluations only, where the losses are on the host anyway: the training step never syncs.
+What an evaluation records (rows of `Eval`, per replicate), at the start, every
+`eval_every` steps and at the end:
+- "val": loss and accuracy on the whole validation set, at every evaluation;
+- "test" (the whole test set) and "train" (a fixed subset of the training set,
+  `train_eval_subset`: up to 10,000 images, the same for every trial): only where they are
+  read, at each evaluation whose validation loss is a new (strictly lower) minimum, so the
+  early-stop point always has them, and at the end of training: all early stopping
+  reads. With `test_curve` the test set is measured at every evaluation (curves of test
+  accuracy over training, the paper's Figure 3); the training subset stays where it was.
+A replicate whose validation loss, or test loss where measured, is non-finite has
+diverged: nothing more is recorded for it, and training stops once every replicate has.
+Finiteness is checked at evaluations only, where the losses are on the host anyway: the
+training step never syncs.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from ticketlab.pruning.enforce import MaskEnforcer
 from ticketlab.pruning.freeze import FrozenEnforcer
 from ticketlab.pruning.mask import Mask
 from ticketlab.training import interrupt
-from ticketlab.training.evaluate import evaluate
+from ticketlab.training.evaluate import eval_chunk, evaluate
 from ticketlab.training.hooks import Hook, LoopState, ReportProgress, Snapshot
 from ticketlab.training.optimizers import (
     build_optimizer,
@@ -61,7 +64,7 @@ from ticketlab.training.sparse import sparse_layers
 warnings.filterwarnings("ignore", message="There is a performance drop because we have not "
                         "yet implemented the batching rule", category=UserWarning)
 
-SPLITS = ("val", "test")  # evaluated in full at every evaluation
+SPLITS = ("val", "test")  # whole splits: a non-finite loss on either is a divergence
 TRAIN_SPLIT = "train"  # the fixed training subset, at new validation minima and at the end
 TRAIN_EVAL_SIZE = 10_000
 
@@ -78,6 +81,10 @@ class Eval:
 class EarlyStop:
     """Retroactive early stopping: the finite evaluation with the lowest validation loss.
 
+    An evaluation is an iteration with a "val" row; it is finite when its validation loss
+    is, and its test loss where the test set was measured. The first of equal lowest losses
+    is a strict new minimum, so the loop measured the test set there (in metrics of any
+    version: older ones have test rows at every evaluation, which changes nothing here).
     Numbers are None where they do not exist: all of them when no evaluation is finite,
     the final ones when training ended diverged, the training accuracies for metrics
     recorded before they were (no "train" rows).
@@ -100,7 +107,7 @@ class EarlyStop:
         by_iteration: dict[int, dict[str, Eval]] = {}
         for e in metrics:
             by_iteration.setdefault(e.iteration, {})[e.split] = e
-        evals = [(i, r) for i, r in sorted(by_iteration.items()) if all(s in r for s in SPLITS)]
+        evals = [(i, r) for i, r in sorted(by_iteration.items()) if "val" in r]
         diverged = next((i for i, r in evals if not _finite(r)), None)
         finite = [(i, r) for i, r in evals if _finite(r)]
         if not finite:
@@ -109,8 +116,8 @@ class EarlyStop:
         last = evals[-1][1]
         last_ok = _finite(last)
         return cls(
-            best_it, best["val"].loss, best["test"].accuracy,
-            last["test"].accuracy if last_ok else None,
+            best_it, best["val"].loss, _accuracy(best.get("test")),
+            _accuracy(last.get("test")) if last_ok else None,
             _accuracy(best.get(TRAIN_SPLIT)),
             _accuracy(last.get(TRAIN_SPLIT)) if last_ok else None,
             diverged,
@@ -118,7 +125,7 @@ class EarlyStop:
 
 
 def _finite(evaluation: dict[str, Eval]) -> bool:
-    return all(math.isfinite(evaluation[s].loss) for s in SPLITS)
+    return all(math.isfinite(evaluation[s].loss) for s in SPLITS if s in evaluation)
 
 
 def _accuracy(e: Eval | None) -> float | None:
@@ -333,13 +340,13 @@ class Stack:
         n = len(self.seeds)
         loss = torch.zeros(n, device=x.device, dtype=torch.float64)
         correct = torch.zeros(n, device=x.device, dtype=torch.int64)
-        chunk = max(1, 2000 // n)
+        chunk = eval_chunk(x, n)
         for i in range(0, len(x), chunk):
             logits = self._forward(x[i:i + chunk], shared=True)
             target = y[i:i + chunk]
             k = len(target)
             loss += F.cross_entropy(logits.reshape(n * k, -1), target.repeat(n),
-                                    reduction="none").view(n, k).sum(1).double()
+                                    reduction="none").view(n, k).double().sum(1)
             correct += (logits.argmax(-1) == target).sum(1)
         self.base.train()
         return [(float(a) / len(x), int(c) / len(x)) for a, c in zip(loss, correct)]
@@ -417,11 +424,11 @@ def train(
     """Trains `model` in place from step `start` to `end`; returns the evaluations.
 
     `model` holds the weights of step `start` (with the mask applied); the optimizer starts
-    fresh. Evaluations on the validation and test sets happen at `start`, at every multiple
-    of `eval_every` and at `end`. `on_snapshot` receives the state dict at step `snapshot_at`
-    (the rewind point, during level 0). `frozen` (a mask-0 action's values, see
-    `pruning.actions`) holds the pruned weights at those values instead of zero. Anything
-    else happens in `hooks` (`training.hooks`).
+    fresh. Evaluations happen at `start`, at every multiple of `eval_every` and at `end`
+    (what each measures: the module's docstring). `on_snapshot` receives the state dict at
+    step `snapshot_at` (the rewind point, during level 0). `frozen` (a mask-0 action's
+    values, see `pruning.actions`) holds the pruned weights at those values instead of
+    zero. Anything else happens in `hooks` (`training.hooks`).
     """
     hooks = list(hooks or [])
     if on_snapshot and snapshot_at is not None:
@@ -500,7 +507,7 @@ def _loop(
         saved = state["metrics"] if "seeds" in state else [state["metrics"]]  # 0.1 format
         metrics = [[Eval(**e) for e in m] for m in saved]
         step = state["step"]
-    tracker = _Tracker(metrics)  # from the metrics alone: a resume continues it exactly
+    tracker = _Tracker(metrics, hp.test_curve)  # from the metrics: a resume continues it
     moment = LoopState(step, trainee, optimizer, metrics, tracker.diverged)
     if state is not None:
         for hook in hooks:
@@ -580,10 +587,11 @@ def _loop(
 
 
 class _Tracker:
-    """Each replicate's metrics, lowest finite validation loss so far and divergence."""
+    """Each replicate's metrics, lowest finite validation loss so far and divergence, and
+    whether every evaluation measures the test set (`test_curve`)."""
 
-    def __init__(self, metrics: list[list[Eval]]):
-        self.metrics = metrics
+    def __init__(self, metrics: list[list[Eval]], test_curve: bool = False):
+        self.metrics, self.test_curve = metrics, test_curve
         self.best = [min((e.loss for e in m if e.split == "val" and math.isfinite(e.loss)),
                          default=math.inf) for m in metrics]
         self.diverged = [any(e.split in SPLITS and not math.isfinite(e.loss) for e in m)
@@ -592,23 +600,34 @@ class _Tracker:
 
 def _evaluate(trainee: Solo | Stack, data: Dataset, step: int, tracker: _Tracker, final: bool
               ) -> None:
-    """Records the val and test evaluations of the replicates still live, and the training
-    subset's for those at a new validation minimum (or at the end)."""
-    results = {s: trainee.evaluate(getattr(data, f"x_{s}"), getattr(data, f"y_{s}"))
-               for s in SPLITS}
-    need_train = []
+    """Records the validation evaluation of the replicates still live, and the test set's
+    and the training subset's for those at a new validation minimum or at the end (the
+    test set's at every evaluation with `test_curve`). Replicates trained together are
+    evaluated together, but each records only the rows it would record alone."""
+    val = trainee.evaluate(data.x_val, data.y_val)
+    need_test: list[int] = []
+    need_train: list[int] = []  # new minima and the end: where early stopping reads
     for i, m in enumerate(tracker.metrics):
         if tracker.diverged[i]:
             continue  # stopped: a diverged replicate's metrics end at its divergence
-        rows = [Eval(step, s, *results[s][i]) for s in SPLITS]
-        m.extend(rows)
-        if not all(math.isfinite(e.loss) for e in rows):
+        row = Eval(step, "val", *val[i])
+        m.append(row)
+        if not math.isfinite(row.loss):
             tracker.diverged[i] = True
             continue
-        val_loss = rows[SPLITS.index("val")].loss
-        if val_loss < tracker.best[i] or final:
+        if row.loss < tracker.best[i] or final:
             need_train.append(i)
-        tracker.best[i] = min(tracker.best[i], val_loss)
+        if row.loss < tracker.best[i] or final or tracker.test_curve:
+            need_test.append(i)
+        tracker.best[i] = min(tracker.best[i], row.loss)
+    if need_test:
+        test = trainee.evaluate(data.x_test, data.y_test)
+        for i in need_test:
+            row = Eval(step, "test", *test[i])
+            tracker.metrics[i].append(row)
+            if not math.isfinite(row.loss):
+                tracker.diverged[i] = True
+    need_train = [i for i in need_train if not tracker.diverged[i]]
     if need_train:
         train_results = trainee.evaluate(*train_eval_subset(data))
         for i in need_train:
