@@ -162,3 +162,12 @@ def test_the_setting_is_checked_and_names_the_run():
             apply_overrides(base, {"sparse_below": bad}).validate()
     with pytest.raises(TicketlabError, match="sparse-below"):
         apply_overrides(base, {"sparse_below": 0.2, "target": 0.9}).validate()
+
+
+def test_gradual_pruning_refuses_both_settings():
+    from ticketlab.config import ExperimentConfig, apply_overrides
+
+    for setting, flag in (("sparse_below", "--sparse-below"), ("test_curve", "--test-curve")):
+        value = 0.2 if setting == "sparse_below" else True
+        with pytest.raises(TicketlabError, match=flag):
+            apply_overrides(ExperimentConfig(), {setting: value, "target": 0.9}).validate()

@@ -418,6 +418,9 @@ class ExperimentConfig:
         if self.training.sparse_below is not None:
             raise TicketlabError("--sparse-below trains fixed masks (find, one-shot); gradual "
                                  "pruning changes its mask while training: leave it out")
+        if self.training.test_curve:
+            raise TicketlabError("--test-curve is what gradual pruning always does (its early "
+                                 "stop is chosen after the mask settles): leave it out")
         _number("target sparsity", s.target, "in (0, 1)", 0 < s.target < 1, "--target 0.9")
         SPARSITY_SCHEDULES.canonical(s.sparsity_schedule)
         if s.prune_rounds < 1:
