@@ -99,11 +99,11 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 def print_plan(configs: list[Any], runtime: Any) -> None:
     """`--plan`: what is done, what is left and how long it should take, read from the run
-    directories; nothing is trained or written. The time comes from the units each run (or a
-    run with the same dense training) timed, else from a probe of a few training steps."""
+    directories; nothing is trained or written. The time comes from the units each run timed,
+    per level (`experiments.plan.job_seconds`), else from probes of a few training steps."""
     from ticketlab.executors import choose_executor
     from ticketlab.experiments.imp import open_run
-    from ticketlab.experiments.plan import job_seconds, make_plan, makespan, measured_rate
+    from ticketlab.experiments.plan import job_seconds, make_plan, makespan, measured_rates
     from ticketlab.report.plan import _hms, plan_table
     from ticketlab.threads import using_threads
 
@@ -114,7 +114,7 @@ def print_plan(configs: list[Any], runtime: Any) -> None:
         contexts = [open_run(c, runtime, threads, driver=False) for c in configs]
         plan = make_plan(contexts)
         choice = choose_executor(plan, runtime, threads)
-        measured = all(measured_rate(ctx) is not None for ctx in contexts)
+        measured = all(measured_rates(ctx) for ctx in contexts)
         seconds = job_seconds(plan, probe=True)
     out.print(plan_table(plan, seconds))
     for ctx in contexts:
@@ -123,7 +123,8 @@ def print_plan(configs: list[Any], runtime: Any) -> None:
     if choice.why:
         out.print(f"executor {choice.name} (auto: {choice.why})", highlight=False)
     if seconds is not None and plan.jobs:
-        how = "the step rate measured in the run" if measured else "a probe of a few steps"
+        how = ("the rates measured in the run (a probe's, scaled, for levels not timed yet)"
+               if measured else "a probe of a few steps")
         wall = makespan(plan, seconds, choice.workers or 1)
         out.print(f"estimated wall time {_hms(wall)} on {choice.workers or 1} worker"
                   f"{'s' if (choice.workers or 1) != 1 else ''} ({_hms(sum(seconds.values()))} "

@@ -15,15 +15,24 @@ borrows that run's level 0 once it is done instead of training it again.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
+from ticketlab.config import ExperimentConfig
 from ticketlab.experiments.context import Context
 from ticketlab.experiments.store import Unit
+from ticketlab.experiments.variants import VARIANTS, Variant
+from ticketlab.models import build_model
+from ticketlab.pruning import Mask, random_like, rates_for_density
+from ticketlab.pruning.magnitude import Rates
+from ticketlab.training.hooks import Hook, LoopState
 
 UnitKey = tuple[int, Unit]  # (run index in the plan, unit)
 
@@ -106,65 +115,204 @@ def make_plan(contexts: list[Context]) -> Plan:
 
 
 # ------------------------------------------------------------------------------ estimates
+#
+# What a unit costs per iteration depends on its kernels. With dense kernels it costs what
+# level 0 costs, whatever its mask keeps; with sparse kernels (`TrainingHparams.sparse_below`)
+# its cost falls with its density. So every unit takes the rate of its *cost key*: its level
+# when sparse kernels train it, else 0.
 
-def measured_rate(ctx: Context) -> float | None:
-    """Seconds per unit-iteration from the run's finished units (timing.json), or from
-    sibling runs with the same model and data; None when nothing was measured."""
-    for store in (ctx.store, *ctx.siblings):
-        timed = [t for t in store.timings() if t["iterations"] > 0]
-        if timed:
-            return sum(t["seconds"] for t in timed) / sum(t["iterations"] for t in timed)
-    return None
+def level_densities(dense: Mask, config: ExperimentConfig) -> list[dict[str, float]]:
+    """Each level's expected density of each prunable tensor of `dense` (a dense mask), from
+    the pruning settings alone, before any level is cut.
+
+    Layer-wise, a level removes round(rate x kept) of each tensor (`pruning.prune`): an
+    iterative level's counts follow exactly, a one-shot level's from the rates
+    `rates_for_density` gives; at a structured granularity, up to a group per tensor. A global
+    ranking decides per tensor from the trained weights: only the pool's density is known,
+    and every pooled tensor gets it. A threshold mask's density follows from the trained
+    weights alone: its level is taken as dense (the costlier guess).
+    """
+    p = config.pruning
+    total = {k: v.numel() for k, v in dense.items()}
+    pool = [k for k in dense if dense.groups[k] not in p.exclude]
+
+    def rate_of(rates: Rates, name: str) -> float:
+        group = dense.groups[name]
+        if group in p.exclude:
+            return 0.0
+        return float(rates if isinstance(rates, float | int) else rates.get(group, 0.0))
+
+    def cut(kept: dict[str, float], rates: Rates) -> dict[str, float]:
+        if p.scope == "global" and pool:  # one rate over the pooled tensors' kept weights
+            n = sum(kept[k] for k in pool)
+            share = (n - round(rate_of(rates, pool[0]) * n)) / sum(total[k] for k in pool)
+            return {k: share * total[k] if k in pool else v for k, v in kept.items()}
+        return {k: v - round(rate_of(rates, k) * v) for k, v in kept.items()}
+
+    levels = [{k: float(n) for k, n in total.items()}]
+    for level in range(1, config.n_levels + 1):
+        if p.threshold is not None:
+            levels.append(levels[0])
+        elif config.one_shot:
+            rates = rates_for_density(dense, p.rates_arg(), config.one_shot[level - 1],
+                                      scope=p.scope, exclude=p.exclude)
+            levels.append(cut(levels[0], rates))
+        else:
+            levels.append(cut(levels[-1], p.rates_arg()))
+    return [{k: kept[k] / total[k] for k in kept} for kept in levels]
+
+
+@dataclass(frozen=True)
+class Levels:
+    """A run's levels as their costs see them (`level_densities`)."""
+
+    densities: list[dict[str, float]]  # per level: each prunable tensor's expected density
+    overall: list[float]  # per level: the expected density of all prunable weights
+    sparse: frozenset[int]  # levels whose units train some layer with sparse kernels
+
+    def key(self, unit: Unit) -> int:
+        """The unit's cost key: its level with sparse kernels, else 0. A mask-0 action holds
+        pruned weights at values, which keeps dense kernels (`training.loop.Solo`)."""
+        if unit.level not in self.sparse or unit.variant not in VARIANTS:
+            return 0
+        holds = VARIANTS.get(unit.variant).frozen is not Variant.frozen
+        return 0 if holds else unit.level
+
+
+def run_levels(ctx: Context) -> Levels:
+    """`Levels` of the run, from its model's shapes (built on the meta device: nothing is
+    initialised). A level trains sparse kernels where an `nn.Linear` weight is expected at
+    most `sparse_below` dense (`training.sparse.sparse_layer_names`), unless its units train
+    together (vectorised, which stacks dense weights)."""
+    c = ctx.config
+    with torch.device("meta"):
+        model = build_model(c.model.model, ctx.data.input_shape, ctx.data.num_classes,
+                            c.model.init, 0)
+    meta = Mask.dense(model)
+    dense = meta.with_tensors({k: torch.ones(v.shape, dtype=torch.bool) for k, v in meta.items()})
+    densities = level_densities(dense, c)
+    total = {k: v.numel() for k, v in dense.items()}
+    overall = [sum(d[k] * total[k] for k in d) / sum(total.values()) for d in densities]
+    below = c.training.sparse_below
+    linear = [f"{n}.weight" if n else "weight" for n, m in model.named_modules()
+              if type(m) is nn.Linear]
+    sparse = frozenset() if not below or ctx.together else frozenset(
+        level for level, d in enumerate(densities)
+        if level and any(k in d and d[k] <= below for k in linear))
+    return Levels(densities, overall, sparse)
+
+
+def measured_rates(ctx: Context, levels: Levels | None = None) -> dict[int, float]:
+    """Seconds per unit-iteration per cost key (`Levels.key`), from the run's timed units
+    (timing.json); level 0 also from sibling runs (the same dense training)."""
+    levels = levels or run_levels(ctx)
+    timed = [(u, t) for u, t in ctx.store.timings().items() if u.level < len(levels.overall)]
+    timed += [(u, t) for s in ctx.siblings for u, t in s.timings().items() if u.level == 0]
+    seconds: dict[int, list[float]] = {}
+    for unit, t in timed:
+        if t["iterations"] > 0:
+            s = seconds.setdefault(levels.key(unit), [0.0, 0.0])
+            s[0] += t["seconds"]
+            s[1] += t["iterations"]
+    return {k: s / n for k, (s, n) in seconds.items()}
 
 
 # The share of evaluations that also evaluate the test set and the training subset (new
 # validation minima, and the end): about 1 in 5 in the LeNet reproduction's metrics. Only
 # the probe guesses it; with test_curve every evaluation evaluates the test set.
 TRAIN_EVAL_SHARE = 0.2
+PROBE_WARM_UP = 5  # untimed first steps: they pay for lazy initialisation
 
 
-def probe_rate(ctx: Context, steps: int = 30) -> float:
-    """Seconds per iteration of this run's training measured on a throwaway model: `steps`
-    training steps, and the evaluations spread over `eval_every` steps. Nothing is saved."""
-    from ticketlab.training.evaluate import evaluate
+class _Stopwatch(Hook):
+    """The clock after each training step, and after the last evaluation."""
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self.evaluated = 0.0
+
+    def after_step(self, state: LoopState) -> None:
+        self.steps.append(time.perf_counter())
+
+    def at_evaluation(self, state: LoopState) -> None:
+        self.evaluated = time.perf_counter()
+
+
+def probe_rate(ctx: Context, densities: dict[str, float] | None = None, steps: int = 30) -> float:
+    """Seconds per iteration of one unit of the run, measured on a throwaway model with a
+    random mask at `densities` (None: dense) and the run's kernels: the median of `steps`
+    training steps after the warm-up, plus the final evaluation (validation, test set and
+    training subset) spread as a unit's evaluations are. Nothing is saved."""
     from ticketlab.training.loop import train, train_eval_subset
 
     model = ctx.new_model(0)
-    steps = min(steps, ctx.end)
-    hp = ctx.config.training
-    train(model, ctx.data, hp, seed=0, end=min(5, ctx.end), eval_every=ctx.end + 1)  # warm-up:
-    # the first steps pay for lazy initialisation (several times a later step's cost)
-    began = time.perf_counter()
-    train(model, ctx.data, hp, seed=0, end=steps, eval_every=steps + 1)
-    train_seconds = time.perf_counter() - began
-    seconds = {}
-    for split, (x, y) in (("val", (ctx.data.x_val, ctx.data.y_val)),
-                          ("test", (ctx.data.x_test, ctx.data.y_test)),
-                          ("train", train_eval_subset(ctx.data))):
-        began = time.perf_counter()
-        evaluate(model, x, y)
-        seconds[split] = time.perf_counter() - began
-    # the probe's train() evaluated all three at its start and its end: take those out
-    step = max(train_seconds - 2 * sum(seconds.values()), 0.0) / steps
+    mask = Mask.dense(model)
+    if densities is not None:
+        kept = {k: (torch.arange(v.numel()) < round(densities[k] * v.numel())).view(v.shape)
+                for k, v in mask.items()}
+        mask = random_like(mask.with_tensors(kept), seed=0).to(ctx.device)
+    clock, end, hp = _Stopwatch(), PROBE_WARM_UP + steps, ctx.config.training
+    train(model, ctx.data, hp, seed=0, end=end, eval_every=end + 1, mask=mask, hooks=[clock])
+    timed = clock.steps[PROBE_WARM_UP - 1:]
+    step = statistics.median(b - a for a, b in itertools.pairwise(timed))  # a busy CPU's spikes
+    images = {"val": len(ctx.data.y_val), "test": len(ctx.data.y_test),
+              "train": len(train_eval_subset(ctx.data)[1])}
+    per_image = (clock.evaluated - clock.steps[-1]) / sum(images.values())  # all three, at end
     test_share = 1.0 if hp.test_curve else TRAIN_EVAL_SHARE
-    return step + (seconds["val"] + test_share * seconds["test"]
-                   + TRAIN_EVAL_SHARE * seconds["train"]) / ctx.eval_every
+    return step + per_image * (images["val"] + test_share * images["test"]
+                               + TRAIN_EVAL_SHARE * images["train"]) / ctx.eval_every
+
+
+def probe_rates(ctx: Context, levels: Levels) -> dict[int, float]:
+    """Seconds per unit-iteration per cost key, from probes: dense kernels (key 0) at level
+    0's dense mask; sparse kernels at the sparse level of highest and of lowest expected
+    density, every sparse level in between interpolated linearly in its overall density."""
+    rates = {0: probe_rate(ctx)}
+    if levels.sparse:
+        by_density = sorted(levels.sparse, key=levels.overall.__getitem__)
+        lo, hi = by_density[0], by_density[-1]
+        r_lo = probe_rate(ctx, levels.densities[lo])
+        r_hi = probe_rate(ctx, levels.densities[hi]) if hi != lo else r_lo
+        d_lo, d_hi = levels.overall[lo], levels.overall[hi]
+        for level in levels.sparse:
+            w = (levels.overall[level] - d_lo) / (d_hi - d_lo) if d_hi > d_lo else 0.0
+            rates[level] = r_lo + w * (r_hi - r_lo)
+    return rates
+
+
+def run_rates(ctx: Context, levels: Levels, keys: set[int], probing: bool
+              ) -> dict[int, float] | None:
+    """Seconds per unit-iteration per cost key, for `keys` at least: measured where a unit
+    of that key was timed (`measured_rates`); else, when `probing`, the probe's rate scaled
+    by the ratio of the measured rates to the probe's at the measured keys (the probe runs on
+    a throwaway model, on a machine maybe busier or idler than when the run was timed). None
+    if some key of `keys` was not measured and there is no probe."""
+    measured = measured_rates(ctx, levels)
+    if keys <= measured.keys():
+        return measured
+    if not probing:
+        return None
+    probed = probe_rates(ctx, levels)  # has every key a unit of the run can have
+    ratio = sum(measured.values()) / sum(probed[k] for k in measured) if measured else 1.0
+    return {**{k: r * ratio for k, r in probed.items()}, **measured}
 
 
 def job_seconds(plan: Plan, probe: bool = False) -> dict[str, float] | None:
-    """Each job's estimated seconds (borrowed ones: 0), from each run's measured rate (or a
-    probe when `probe` and nothing was measured); None if some run has no rate."""
-    rates: list[float | None] = []
-    for ctx in plan.contexts:
-        rate = measured_rate(ctx)
-        if rate is None and probe and any(j.iterations for j in plan.jobs
-                                          if plan.contexts[j.run] is ctx):
-            rate = probe_rate(ctx)
-        rates.append(rate)
-    if any(r is None for r, ctx in zip(rates, plan.contexts)
-           if any(j.iterations for j in plan.jobs if plan.contexts[j.run] is ctx)):
-        return None
-    return {j.key: j.iterations * (rates[j.run] or 0.0) for j in plan.jobs}
+    """Each job's estimated seconds (borrowed ones: 0): its units' iterations at their rates
+    (`run_rates`); None if some unit has no rate."""
+    keys: dict[tuple[int, Unit], int] = {}  # (run, unit) -> its cost key, units to train
+    rates: dict[int, dict[int, float]] = {}
+    for r, ctx in enumerate(plan.contexts):
+        units = [u for j in plan.jobs if j.run == r and j.iterations for u in j.units]
+        if units:
+            levels = run_levels(ctx)
+            keys.update({(r, u): levels.key(u) for u in units})
+            run = run_rates(ctx, levels, {keys[r, u] for u in units}, probe)
+            if run is None:
+                return None
+            rates[r] = run
+    return {j.key: sum(j.iterations / len(j.units) * rates[j.run][keys[j.run, u]]
+                       for u in j.units) if j.iterations else 0.0 for j in plan.jobs}
 
 
 def makespan(plan: Plan, seconds: dict[str, float], workers: int) -> float:
@@ -197,7 +345,6 @@ def training_flops(plan: Plan) -> float:
             ctx = plan.contexts[job.run]
             c = ctx.config
             with torch.device("meta"):
-                from ticketlab.models import build_model
                 model = build_model(c.model.model, ctx.data.input_shape, ctx.data.num_classes,
                                     c.model.init, 0)
             model = model.to_empty(device="cpu")

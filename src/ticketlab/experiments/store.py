@@ -252,11 +252,12 @@ class RunStore:
                                          for k in ("seconds", "iterations"))
         return t if ok else None
 
-    def timings(self) -> list[dict[str, Any]]:
-        """The timing.json of every unit that has a readable one."""
-        found = (self.timing(_unit(path.parent.relative_to(self.root).as_posix()))
+    def timings(self) -> dict[Unit, dict[str, Any]]:
+        """The timing.json of every unit that has a readable one, by unit (a level's rate
+        depends on its density when sparse kernels train it)."""
+        units = (_unit(path.parent.relative_to(self.root).as_posix())
                  for path in self.root.glob("seed_*/level_*/*/timing.json"))
-        return [t for t in found if t is not None]
+        return {u: t for u in units if (t := self.timing(u)) is not None}
 
     def contents(self) -> dict[str, object]:
         """Every unit's numbers, to compare runs computed in different ways: records and
