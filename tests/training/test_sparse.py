@@ -12,13 +12,20 @@ from ticketlab.config import TrainingHparams
 from ticketlab.data import load_dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.models import build_model
-from ticketlab.training import Checkpoint, interrupt, train
+from ticketlab.training import Checkpoint, interrupt, sparse, train
 from ticketlab.training.sparse import SparseLinear, sparse_layer_names
 
 
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
+
+
+@pytest.fixture(autouse=True)
+def small_layers_too(monkeypatch):
+    """Digits' LeNet is below the size sparse kernels pay off at (`MIN_WEIGHTS`); these
+    tests are about what the kernels compute, so every layer qualifies here."""
+    monkeypatch.setattr(sparse, "MIN_WEIGHTS", 0)
 
 
 def lenet(data, seed=0):
@@ -76,6 +83,14 @@ def test_the_rule_is_the_density_alone(digits):
     assert sparse_layer_names(model, mask, 0.05) == []
     half = mask.with_tensors({**mask, "fc3.weight": torch.ones_like(mask["fc3.weight"])})
     assert sparse_layer_names(model, half, 0.2) == ["fc1.weight", "fc2.weight"]
+
+
+def test_small_layers_keep_dense_kernels(monkeypatch):
+    monkeypatch.setattr(sparse, "MIN_WEIGHTS", 65_536)
+    model = build_model("lenet_300_100", (1, 28, 28), 10, seed=0)  # 235,200 / 30,000 / 1,000
+    assert sparse_layer_names(model, sparse_mask(model, 0.01), 0.2) == ["fc1.weight"]
+    digits_lenet = build_model("lenet_300_100", (1, 8, 8), 10, seed=0)  # 19,200 at most
+    assert sparse_layer_names(digits_lenet, sparse_mask(digits_lenet, 0.01), 0.2) == []
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from ticketlab.config import ExperimentConfig
 from ticketlab.experiments.context import Context
@@ -33,6 +32,7 @@ from ticketlab.models import build_model
 from ticketlab.pruning import Mask, random_like, rates_for_density
 from ticketlab.pruning.magnitude import Rates
 from ticketlab.training.hooks import Hook, LoopState
+from ticketlab.training.sparse import qualifies
 
 UnitKey = tuple[int, Unit]  # (run index in the plan, unit)
 
@@ -181,9 +181,9 @@ class Levels:
 
 def run_levels(ctx: Context) -> Levels:
     """`Levels` of the run, from its model's shapes (built on the meta device: nothing is
-    initialised). A level trains sparse kernels where an `nn.Linear` weight is expected at
-    most `sparse_below` dense (`training.sparse.sparse_layer_names`), unless its units train
-    together (vectorised, which stacks dense weights)."""
+    initialised). A level trains sparse kernels where a layer's expected density qualifies
+    (`training.sparse.qualifies`), unless its units train together (vectorised, which stacks
+    dense weights)."""
     c = ctx.config
     with torch.device("meta"):
         model = build_model(c.model.model, ctx.data.input_shape, ctx.data.num_classes,
@@ -194,11 +194,10 @@ def run_levels(ctx: Context) -> Levels:
     total = {k: v.numel() for k, v in dense.items()}
     overall = [sum(d[k] * total[k] for k in d) / sum(total.values()) for d in densities]
     below = c.training.sparse_below
-    linear = [f"{n}.weight" if n else "weight" for n, m in model.named_modules()
-              if type(m) is nn.Linear]
+    modules = {f"{n}.weight" if n else "weight": m for n, m in model.named_modules()}
     sparse = frozenset() if not below or ctx.together else frozenset(
-        level for level, d in enumerate(densities)
-        if level and any(k in d and d[k] <= below for k in linear))
+        level for level, d in enumerate(densities) if level and any(
+            qualifies(modules[k], total[k], d[k], below) for k in d if k in modules))
     return Levels(densities, overall, sparse)
 
 
