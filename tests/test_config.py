@@ -30,7 +30,7 @@ def config(**values) -> ExperimentConfig:
     (ExperimentConfig, "imp_lenet_300_100_digits_a8c447f9d0"),
     # the preset as it was before sparse kernels (issue 14 turned them on: a new name)
     (lambda: preset_config("lenet_mnist", sparse_below=0), "imp_lenet_300_100_mnist_590a2c5a78"),
-    (lambda: preset_config("lenet_mnist"), "imp_lenet_300_100_mnist_1c693b18e4"),
+    (lambda: preset_config("lenet_mnist"), "imp_lenet_300_100_mnist_be17f54cbb"),
     (lambda: preset_config("conv6_fashion"), "imp_conv6_fashion-mnist_12247b23c7"),
     (lambda: preset_config("mlp_mnist"), "imp_mlp_128_64_mnist_ab7cdafdeb"),
     (lambda: preset_config("lf_conv_mnist"), "oneshot_conv_lenet_mnist_2486bb2114"),

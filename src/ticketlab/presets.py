@@ -36,9 +36,9 @@ def _preset(name: str, text: str, **settings: Any) -> None:
 
 
 _preset("lenet_mnist", "Frankle & Carbin's LeNet-300-100 on MNIST (Figures 1, 3-5): 20 levels "
-        "to 1.2%; masked layers below 20% density train with sparse kernels",
+        "to 1.2%; masked layers below 12% density train with sparse kernels",
         **PAPER_COMMON, model="lenet_300_100", dataset="mnist", lr=1.2e-3, train="50000it",
-        rates={"fc": 0.2, "output": 0.1}, levels=20, sparse_below=0.2)
+        rates={"fc": 0.2, "output": 0.1}, levels=20, sparse_below=0.12)
 for _conv, _lr, _it, _rate in (("conv2", 2e-4, 20000, 0.1), ("conv4", 3e-4, 25000, 0.1),
                                ("conv6", 3e-4, 30000, 0.15)):
     _preset(f"{_conv}_fashion", f"Frankle & Carbin's {_conv.capitalize()} settings (CIFAR-10 in "

@@ -172,7 +172,8 @@ def test_the_setting_is_checked_and_names_the_run():
     assert apply_overrides(base, {"sparse_below": None}).run_name() == base.run_name()
     named = apply_overrides(base, {"sparse_below": 0.2})
     assert named.run_name() != base.run_name()
-    for bad in (-0.1, 1.5, float("nan")):
+    assert named.dense_science() == base.dense_science()  # level 0 is shared: always dense
+    for bad in (-0.1, 1.0, 1.5, float("nan")):
         with pytest.raises(TicketlabError, match="sparse-below"):
             apply_overrides(base, {"sparse_below": bad}).validate()
     with pytest.raises(TicketlabError, match="sparse-below"):

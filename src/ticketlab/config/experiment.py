@@ -149,9 +149,10 @@ class TrainingHparams:
                            "horizontal flip)", choices=AUGMENTS, canonical=_lower)
     sparse_below: float | None = setting(
         None, "train masked linear layers whose density is at most this fraction with sparse "
-        "kernels (kept weights only; docs/full_reproduction.md): faster below about 0.2 on a "
-        "CPU, equal up to float rounding, which compounds over training, so it names the run; "
-        "0 means never, as the default", metavar="DENSITY", canonical=_zero_is_none)
+        "kernels (kept weights only; layers of at least 65,536 weights; docs/"
+        "full_reproduction.md): faster below about 0.12 on a CPU, equal up to float rounding, "
+        "which compounds over training, so it names the run; 0 means never, as the default",
+        metavar="DENSITY", canonical=_zero_is_none)
     # Part of the hash when on: a run's metrics.csv files all measure the same evaluations.
     test_curve: bool = setting(
         False, "evaluate the test set at every evaluation, for curves of test accuracy over "
@@ -281,11 +282,13 @@ class ExperimentConfig:
         return len(self.one_shot) if self.one_shot else self.levels
 
     def dense_science(self) -> dict[str, Any]:
-        """What level 0 (the dense training) depends on: not pruning, not one-shot."""
+        """What level 0 (the dense training) depends on: not pruning, not one-shot, not the
+        sparse kernels' threshold (below 1, a dense layer never qualifies)."""
         d = self.science()
         d.pop("pruning")
         d.pop("one_shot", None)
         d.pop("sparsify", None)
+        d.get("training", {}).pop("sparse_below", None)
         return d
 
     def run_hash(self) -> str:
@@ -383,8 +386,8 @@ class ExperimentConfig:
         _number("momentum", t.momentum, "in [0, 1)", 0 <= t.momentum < 1, "--momentum 0.9")
         _number("gamma", t.gamma, "> 0", t.gamma > 0, "--gamma 0.1")
         if t.sparse_below is not None:
-            _number("sparse-below", t.sparse_below, "in [0, 1]",
-                    0 <= t.sparse_below <= 1, "--sparse-below 0.2")
+            _number("sparse-below", t.sparse_below, "in [0, 1) (sparse kernels never pay for "
+                    "a dense layer)", 0 <= t.sparse_below < 1, "--sparse-below 0.12")
         _number("weight decay", t.weight_decay, ">= 0", t.weight_decay >= 0,
                 "--weight-decay 0.0001")
         if t.nesterov and (t.optimizer != "sgd" or t.momentum == 0):

@@ -43,7 +43,7 @@ class MaskEnforcer:
 
     def zero_grads(self) -> None:
         grads = [p.grad for p in self.params]
-        if None in grads:
+        if any(g is None for g in grads):  # (`None in grads` would compare tensors to None)
             pairs = [(g, m) for g, m in zip(grads, self.masks) if g is not None]
             grads, masks = [g for g, _ in pairs], [m for _, m in pairs]
         else:
