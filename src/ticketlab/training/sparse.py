@@ -39,8 +39,9 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 
 
 # Batches above this many rows are multiplied in blocks: a whole validation set's xᵀ (784 x
-# 5,000 floats) leaves the cache between the sparse rows that read it, and runs 3x slower
-# than blocks of 512 (measured at 10% density; each output is the same sum either way).
+# 5,000 floats) leaves the cache between the sparse rows that read it, and runs about 3x
+# slower than blocks of 512 at 10% density (benchmarks/sparse_kernels.py); each output is
+# the same sum either way.
 CHUNK = 512
 
 
@@ -140,9 +141,10 @@ class SparseLinear:
 
 
 # Smaller layers keep dense kernels: a sparse product's fixed cost (building the CSR views,
-# the transposes) outweighs what it saves. At batch 60 on one core, a 300x100 layer (30,000
-# weights) gains nothing down to 1.2% density, 256x256 (65,536) gains 1.4x at 10%, 784x300
-# 1.3x at 10% and 3x at 5% (docs/full_reproduction.md).
+# the transposes) eats what it saves until a lower density than the larger layers need. At
+# batch 60 on one core (benchmarks/sparse_kernels.py), a 300x100 layer (30,000 weights) is
+# 1.0x at 10% density and 1.3x at 5% (0.04 ms a step), 256x256 (65,536) 1.4x at 10%,
+# 784x300 1.5x at 10% and 2.7x at 5% (docs/full_reproduction.md).
 MIN_WEIGHTS = 65_536
 
 
