@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ticketlab.pruning.mask import Mask
 
 # torch warns once per process that sparse CSR tensors are in beta; the kernels used here are
-# tested against the dense ones (tests/training/test_sparse.py).
+# tested against the dense ones (tests/training/test_sparse_kernels.py).
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta",
                         category=UserWarning)
 
