@@ -1,6 +1,7 @@
 """Masks, pruning (magnitude, layer-wise or global; random for the control) and enforcement.
 
-Also Zhou et al.'s ablations: mask criteria, Mask-1/Mask-0 actions and mask comparison.
+Also Zhou et al.'s ablations: mask criteria, Mask-1/Mask-0 actions and mask comparison;
+and pruning at initialisation (SNIP, GraSP, SynFlow, magnitude at init).
 """
 
 from ticketlab.pruning.actions import (
@@ -8,6 +9,14 @@ from ticketlab.pruning.actions import (
     MASK1_ACTIONS,
     apply_mask1,
     frozen_values,
+)
+from ticketlab.pruning.at_init import (
+    grasp_scores,
+    magnitude_init_scores,
+    mask_from_scores,
+    snip_scores,
+    synflow_mask,
+    synflow_scores,
 )
 from ticketlab.pruning.compare import jaccard
 from ticketlab.pruning.criteria import (
@@ -36,6 +45,8 @@ from ticketlab.pruning.random import random_like
 __all__ = ["CRITERIA", "GRANULARITIES", "MASK0_ACTIONS", "MASK1_ACTIONS", "NEGATIVE_SCORES",
            "REDUCTIONS", "FrozenEnforcer", "Mask", "MaskEnforcer", "apply_mask1",
            "check_structured", "criterion_scores", "enforce_frozen", "enforce_mask",
-           "frozen_values", "group_dims", "group_scores", "jaccard", "magnitude_scores", "prune",
+           "frozen_values", "grasp_scores", "group_dims", "group_scores", "jaccard",
+           "magnitude_init_scores", "magnitude_scores", "mask_from_scores", "prune",
            "prune_by_criterion", "prune_magnitude", "prune_structured",
-           "prune_structured_to_density", "random_like", "rates_for_density", "threshold_mask"]
+           "prune_structured_to_density", "random_like", "rates_for_density", "snip_scores",
+           "synflow_mask", "synflow_scores", "threshold_mask"]
