@@ -355,7 +355,7 @@ class ExperimentConfig:
                                  "weight, or drop it")
         self._check_sparsify()
         CRITERIA.canonical(p.criterion)
-        check_controls(self.controls)
+        check_controls(self.controls, self)
         if self.levels < 0:
             raise TicketlabError(f"levels must be >= 0, got {self.levels}")
         for d in self.one_shot:

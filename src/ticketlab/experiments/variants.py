@@ -29,7 +29,7 @@ from typing import ClassVar
 
 import torch
 
-from ticketlab.config import derive_seed
+from ticketlab.config import ExperimentConfig, derive_seed
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.context import Context, Prepared
 from ticketlab.experiments.store import Unit
@@ -54,6 +54,10 @@ class Variant:
     """A unit of a pruned level. Subclasses change one of `mask`, `model` or `frozen`."""
 
     name: ClassVar[str]
+
+    @classmethod
+    def check(cls, config: ExperimentConfig) -> None:
+        """Refuses (TicketlabError) settings this variant cannot run with, before training."""
 
     def mask(self, ctx: Context, unit: Unit) -> Mask:
         """The ticket's mask of this level: read back where the ticket unit saved it, else
@@ -172,6 +176,44 @@ class Reinit(Variant):
 
 
 @VARIANTS.register()
+class Invert(Variant):
+    """the weights the ticket's criterion ranks lowest, with the ticket's per-tensor counts"""
+
+    name = "invert"
+
+    @classmethod
+    def check(cls, config: ExperimentConfig) -> None:
+        p = config.pruning
+        if p.threshold is not None or p.granularity != "weight":
+            raise TicketlabError("the invert control keeps single weights by the criterion's "
+                                 "ranking: use it with --granularity weight, without --threshold")
+
+    def mask(self, ctx: Context, unit: Unit) -> Mask:
+        """Frankle et al. (2021)'s inversion: among the weights the parent keeps, the lowest
+        scores of the criterion that cut the ticket (the same scores), as many per tensor as
+        the ticket keeps. One-shot, that inverts the whole ranking; iterative, the last cut
+        (the parent is the previous level's ticket)."""
+        p = ctx.config.pruning
+        ticket = super().mask(ctx, unit)
+        previous = parent(ctx, unit)
+        kept = ctx.store.load_mask(previous)
+        final = ctx.store.load_weights(previous, "final")
+        scores = magnitude_scores(final, kept) if p.criterion == "large_final" else \
+            criterion_scores(p.criterion, rewind_state(ctx, unit), final, kept,
+                             seed=derive_seed(unit.seed, "criterion", unit.level))
+        return ticket.with_tensors({k: lowest(scores[k], kept[k], int(ticket[k].sum()))
+                                    for k in ticket})
+
+
+def lowest(scores: torch.Tensor, kept: torch.Tensor, k: int) -> torch.Tensor:
+    """The `k` entries of `kept` with the lowest scores (equal scores: the earlier first)."""
+    order = torch.where(kept, scores.double(), torch.inf).flatten()
+    keep = torch.zeros(order.numel(), dtype=torch.bool)
+    keep[torch.sort(order, stable=True).indices[:k]] = True
+    return keep.view(kept.shape)
+
+
+@VARIANTS.register()
 class Random(Variant):
     """a random mask with the ticket's per-tensor counts (of removed groups when structured)"""
 
@@ -257,11 +299,14 @@ def control_names() -> list[str]:
     return [n for n in VARIANTS.names() if n != "ticket"]
 
 
-def check_controls(controls: tuple[str, ...]) -> None:
+def check_controls(controls: tuple[str, ...], config: ExperimentConfig | None = None) -> None:
+    """Refuses unknown controls, and (given the config) settings a control cannot run with."""
     for c in controls:
         if c == "ticket" or c not in VARIANTS:
             raise TicketlabError(f"unknown control '{c}': choose one of "
                                  f"{', '.join(control_names())}")
+        if config is not None:
+            VARIANTS.get(c).check(config)
 
 
 def prepare(ctx: Context, unit: Unit) -> Prepared:
