@@ -7,7 +7,7 @@ import argparse
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ticketlab.cli.display import RichReporter, err, out
 from ticketlab.cli.options import FIND_ONLY, _names, add_experiment_arguments, resolve
@@ -15,6 +15,8 @@ from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import RunStore
 from ticketlab.threads import apply_threads
 from ticketlab.training import interrupt
+
+T = TypeVar("T")
 
 FIND_HELP = """Find lottery tickets by iterative magnitude pruning (IMP) with rewinding, or
 by one-shot pruning (--one-shot, --threshold).
@@ -87,14 +89,51 @@ ZHOU_CRITERIA = ("large_final", "small_final", "large_init", "small_init",
 
 
 def cmd_find(args: argparse.Namespace) -> int:
-    from ticketlab.experiments.imp import run_imp
+    from ticketlab.experiments.imp import rewind_sweep, run_imp
     from ticketlab.report import levels_table
 
+    rewinds = _rewind_list(args)
+    if rewinds:
+        config, runtime = resolve(args)
+        configs = rewind_sweep(config, rewinds)
+        if args.plan:
+            print_plan(configs, runtime)
+            return 0
+        return _run_rewinds(args, configs, runtime)
     if args.plan:
         config, runtime = resolve(args)
         print_plan([config], runtime)
         return 0
     return _run(args, run_imp, levels_table)
+
+
+def _rewind_list(args: argparse.Namespace) -> list[str]:
+    """`--rewind 0,100,500it`: the rewind points of a list (a single point: []); the option
+    is then cleared, so the preset's or config file's other settings still apply."""
+    text = getattr(args, "rewind", None)
+    if not isinstance(text, str) or "," not in text:
+        return []
+    args.rewind = None
+    return [t for t in (part.strip() for part in text.split(",")) if t]
+
+
+def _run_rewinds(args: argparse.Namespace, configs: list[Any], runtime: Any) -> int:
+    """One IMP chain per rewind point, one plan (the dense training shared), one table each;
+    then the command that overlays them in a report."""
+    from ticketlab.experiments.imp import run_many
+    from ticketlab.report import levels_table
+
+    summaries = _execute(args, runtime, lambda reporter: run_many(configs, runtime, reporter))
+    if summaries is None:
+        return 130
+    dirs = [runtime.out / s["run"] for s in summaries]
+    for config, summary in zip(configs, summaries):
+        out.print(levels_table(summary, title=f"{summary['run']} (rewind {config.rewind})"))
+    out.print("results: " + " ".join(map(str, dirs)), highlight=False, soft_wrap=True)
+    out.print("overlay them (accuracy per rewind point, and against the rewind iteration): "
+              + shlex.join(["ticketlab", "report", *map(str, dirs), "--out", "REPORT_DIR"]),
+              highlight=False, soft_wrap=True)
+    return 0
 
 
 def print_plan(configs: list[Any], runtime: Any) -> None:
@@ -138,6 +177,21 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     return _run(args, run_sparsify, sparsify_table, needs_target=True)
 
 
+def _execute(args: argparse.Namespace, runtime: Any, work: Callable[[RichReporter], T]
+             ) -> T | None:
+    """Runs `work` with a progress display; after an interrupt (progress saved, as the message
+    says) returns None, and the command exits 130."""
+    runtime.threads = apply_threads(runtime.threads)
+    runtime.command = shlex.join(["ticketlab", *args.argv])
+    with interrupt.graceful(), RichReporter(runtime) as reporter:
+        try:
+            return work(reporter)
+        except interrupt.Interrupted as e:
+            err.print(f"{e}; progress is saved: run the same command again to resume",
+                      highlight=False)
+            return None
+
+
 def _run(args: argparse.Namespace, engine: Callable[..., dict[str, Any]],
          table: Callable[..., Any], needs_target: bool = False) -> int:
     """Resolves the settings, runs `engine` with a progress display, prints its `table`;
@@ -146,15 +200,9 @@ def _run(args: argparse.Namespace, engine: Callable[..., dict[str, Any]],
     if needs_target and config.sparsify.target is None:
         raise TicketlabError("sparsify needs a target sparsity: add --target 0.9 (the fraction "
                              "of prunable weights removed)")
-    runtime.threads = apply_threads(runtime.threads)
-    runtime.command = shlex.join(["ticketlab", *args.argv])
-    with interrupt.graceful(), RichReporter(runtime) as reporter:
-        try:
-            summary = engine(config, runtime, reporter)
-        except interrupt.Interrupted as e:
-            err.print(f"{e}; progress is saved: run the same command again to resume",
-                      highlight=False)
-            return 130
+    summary = _execute(args, runtime, lambda reporter: engine(config, runtime, reporter))
+    if summary is None:
+        return 130
     out.print(table(summary, title=summary["run"]))
     out.print(f"results: {runtime.out / config.run_name()}", highlight=False, soft_wrap=True)
     return 0
@@ -168,8 +216,6 @@ def cmd_criteria(args: argparse.Namespace) -> int:
     from ticketlab.report.build import write_report
 
     config, runtime = resolve(args)
-    runtime.threads = apply_threads(runtime.threads)
-    runtime.command = shlex.join(["ticketlab", *args.argv])
     if not config.one_shot:
         raise TicketlabError("criteria are compared one-shot: give densities, e.g. "
                              "--one-shot 0.5,0.2,0.1,0.05,0.02")
@@ -179,13 +225,11 @@ def cmd_criteria(args: argparse.Namespace) -> int:
                for c in criteria]
     for c in configs:
         c.validate()  # every name checked before anything trains
-    with interrupt.graceful(), RichReporter(runtime) as reporter:
-        try:  # one plan: the criteria's runs share the dense training and the workers
-            runs = [runtime.out / s["run"] for s in run_many(configs, runtime, reporter)]
-        except interrupt.Interrupted as e:
-            err.print(f"{e}; progress is saved: run the same command again to resume",
-                      highlight=False)
-            return 130
+    # one plan: the criteria's runs share the dense training and the workers
+    summaries = _execute(args, runtime, lambda reporter: run_many(configs, runtime, reporter))
+    if summaries is None:
+        return 130
+    runs = [runtime.out / s["run"] for s in summaries]
     store = RunStore.open(runs[0])
     records = scan_supermasks(store, config.one_shot, tuple(criteria), data_dir=runtime.data_dir,
                               device=runtime.device)

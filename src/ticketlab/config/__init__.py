@@ -31,12 +31,12 @@ from ticketlab.config.runtime import (
     check_device_name,
     runtime_hints,
 )
-from ticketlab.config.step import Step, derive_seed
+from ticketlab.config.step import Step, derive_seed, parse_steps
 
 __all__ = [
     "AUGMENTS", "FIELDS", "OPTIMIZERS", "PAPER_RATES", "RUNTIME_FIELDS", "SCHEDULES", "SCOPES",
     "DataHparams", "ExperimentConfig", "FlatField", "ModelHparams", "PruningHparams", "Runtime",
     "SparsifyHparams", "Step", "TrainingHparams", "_typed_fields", "apply_overrides",
-    "check_device_name", "check_type", "derive_seed", "field_index", "load_toml",
+    "check_device_name", "check_type", "derive_seed", "field_index", "load_toml", "parse_steps",
     "runtime_hints", "setting", "type_name",
 ]

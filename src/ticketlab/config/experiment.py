@@ -283,9 +283,13 @@ class ExperimentConfig:
 
     def dense_science(self) -> dict[str, Any]:
         """What level 0 (the dense training) depends on: not pruning, not one-shot, not the
-        sparse kernels' threshold (below 1, a dense layer never qualifies)."""
+        sparse kernels' threshold (below 1, a dense layer never qualifies), not the rewind
+        point (it only chooses which step level 0 keeps a snapshot of: a run borrowing level 0
+        from a run with another rewind point replays the first steps to its own,
+        `experiments.imp.adopt_dense`)."""
         d = self.science()
         d.pop("pruning")
+        d.pop("rewind")
         d.pop("one_shot", None)
         d.pop("sparsify", None)
         d.get("training", {}).pop("sparse_below", None)

@@ -47,6 +47,25 @@ class Step:
         return "0it" if step.count == 0 else str(step)
 
 
+def parse_steps(text: str) -> list[str]:
+    """A list of steps, `0,100,500,2000it`: a bare count takes the unit written after it
+    (the next one that has a unit), so one unit can close the list. Canonical spellings."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(not p for p in parts):
+        raise TicketlabError(f"'{text}' is not a list of steps: e.g. 0,100,500,2000it")
+    steps: list[str] = []
+    unit = None
+    for part in reversed(parts):
+        m = re.fullmatch(r"(\d+)\s*(it|ep)?", part)
+        if not m:
+            Step.parse(part)  # names the bad item
+        if (m.group(2) or unit) is None:
+            raise TicketlabError(f"'{part}' in '{text}' needs a unit: e.g. 0,100,500,2000it")
+        unit = m.group(2) or unit
+        steps.append(Step.canonical(f"{m.group(1)}{unit}"))
+    return steps[::-1]
+
+
 def derive_seed(seed: int, *purpose: object) -> int:
     """A stable 63-bit seed for one use of one trial (init, data order, a control...)."""
     text = "/".join(str(p) for p in (seed, *purpose))

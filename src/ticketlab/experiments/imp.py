@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name
+from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name, derive_seed
 from ticketlab.data import SOURCES, resolve_data_dir
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.context import Context, Prepared, Reporter
@@ -216,12 +216,53 @@ def _reused(ctx: Context, unit: Unit, adopt: bool = True) -> bool:
     if adopt and unit.level == 0 and not store.done(unit):
         donor = next((s for s in ctx.siblings if s.done(unit)), None)
         if donor:  # the same dense training, already done in another run: copy it
-            store.adopt(unit, donor)
+            adopt_dense(ctx, unit, donor)
     if not store.done(unit):
         return False
     if ctx.reporter:
         ctx.reporter.end_unit(unit, store.result(unit), reused=True)
     return True
+
+
+def adopt_dense(ctx: Context, unit: Unit, donor: RunStore) -> bool:
+    """Copies level 0 from a run with the same dense training. A donor with another rewind
+    point kept a snapshot of another step: this run's own is made by replaying level 0's
+    first steps (`dense_state_at`), so a list of rewind points shares one dense training at
+    the cost of its first steps. False (nothing copied) for a damaged donor."""
+    if donor.damage(unit) is not None:
+        return False
+    theirs = ExperimentConfig.from_science(donor.config()["science"]).rewind
+    ipe = ctx.data.iterations_per_epoch(ctx.config.training.batch_size)
+    if Step.parse(theirs).iterations(ipe) == ctx.rewind:
+        return ctx.store.adopt(unit, donor)
+    return ctx.store.adopt(unit, donor, {"rewind": dense_state_at(ctx, unit.seed, ctx.rewind)})
+
+
+def dense_state_at(ctx: Context, seed: int, step: int) -> dict[str, torch.Tensor]:
+    """The dense network's state at `step` of level 0, trained again from its initialisation.
+
+    The data order, augmentation and learning rate are functions of the seed and the step, so
+    this is level 0's trajectory: bit for bit with the same kernels and thread count (tests
+    check it), within float rounding otherwise. Evaluated only at both ends."""
+    model = ctx.new_model(derive_seed(seed, "init"))
+    if step:
+        train(model, ctx.data, ctx.config.training, seed=seed, start=0, end=step,
+              eval_every=step, mask=ctx.enforced(Mask.dense(model), None).to(ctx.device))
+    return model.state_dict()
+
+
+def rewind_sweep(config: ExperimentConfig, rewinds: list[str] | tuple[str, ...]
+                 ) -> list[ExperimentConfig]:
+    """One configuration per rewind point (`find --rewind 0,100,500,2000it`): one IMP chain
+    each, run by `run_many` as one plan, sharing the dense training (`adopt_dense`)."""
+    from ticketlab.config import apply_overrides, parse_steps
+
+    steps = parse_steps(",".join(map(str, rewinds)))
+    if not steps:
+        raise TicketlabError("no rewind point given: e.g. --rewind 0,100,500,2000it")
+    if len(set(steps)) != len(steps):
+        raise TicketlabError(f"rewind points repeat ({','.join(steps)}): list each once")
+    return [apply_overrides(config, {"rewind": s}) for s in steps]
 
 
 def _run_one_by_one(ctx: Context, pending: list[Unit]) -> None:

@@ -290,17 +290,29 @@ class RunStore:
                     "files": {k: v for k, v in files.items() if v}})
         self.checkpoint(unit, 0).clear()
 
-    def adopt(self, unit: Unit, other: RunStore) -> bool:
+    def adopt(self, unit: Unit, other: RunStore,
+              weights: dict[str, dict[str, torch.Tensor]] | None = None) -> bool:
         """Copies a finished unit from another run (its result.json last: done only then).
 
-        A damaged donor is not copied (returns False): the unit is then trained here.
+        `weights` replaces the donor's weight files of those kinds (a level 0 borrowed by a run
+        with another rewind point brings its own snapshot); result.json then records their
+        digests. A damaged donor is not copied (returns False): the unit is then trained here.
         """
         if other.damage(unit) is not None:
             return False
-        files = sorted(other.dir(unit).iterdir(), key=lambda p: p.name == "result.json")
-        for path in files:
-            if path.is_file() and path.name != "checkpoint.pt" and not path.name.startswith("."):
+        weights = weights or {}
+        own = {f"{kind}.safetensors" for kind in weights}
+        for path in sorted(other.dir(unit).iterdir()):
+            if (path.is_file() and path.name not in ("checkpoint.pt", "result.json", *own)
+                    and not path.name.startswith(".")):
                 atomic_write_bytes(self.dir(unit) / path.name, path.read_bytes())
+        for kind, state in weights.items():
+            self.save_weights(unit, kind, state)
+        record = read_json(other.dir(unit) / "result.json")
+        if own:
+            record["files"] = {**record.get("files", {}),
+                               **{name: file_digest(self.dir(unit) / name) for name in own}}
+        write_json(self.dir(unit) / "result.json", record)
         return True
 
     def siblings(self, dense_science: dict[str, Any]) -> list[RunStore]:

@@ -10,7 +10,7 @@ from typing import Any
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.store import Unit
 from ticketlab.io import atomic_write_text
-from ticketlab.report import plots
+from ticketlab.report import plots, rewinds
 from ticketlab.report.claims import headline, headline_markdown
 from ticketlab.report.html import render_html, supermask_html
 from ticketlab.report.runs import Run, load_runs
@@ -76,8 +76,10 @@ def write_report(run_dirs: list[Path], out: Path, levels: list[int] | None = Non
     headline questions, see `claims`) and report.html into `out`.
 
     `levels` picks the levels of the training-curves figure (default: the ticket levels nearest
-    the paper's 100, 51.3, 21.1, 7.0 and 3.6 %; drawn for up to four runs). `supermasks`
-    (records of `experiments.supermasks.scan_supermasks`) adds their table, CSV and figure.
+    the paper's 100, 51.3, 21.1, 7.0 and 3.6 %; drawn for up to four runs) and, for runs
+    differing only in the rewind point, of the accuracy-against-rewind figure and rewind.csv.
+    `supermasks` (records of `experiments.supermasks.scan_supermasks`) adds their table, CSV
+    and figure.
     Returns the paths written, report.html last.
     """
     return build_report(load_runs(run_dirs), out, levels, supermasks)
@@ -112,6 +114,11 @@ def build_report(runs: list[Run], out: Path, levels: list[int] | None = None,
         figures.append(("curves", plots.curves_figure(runs, levels, splits),
                         f"{plots.curve_quantity(splits)} during training at selected levels "
                         f"(solid: ticket; dashed: controls){note}"))
+    if rewinds.differ_in_rewind_only(runs) and rewinds.rewind_levels(runs, levels):
+        paths.append(_write_csv(out / "rewind.csv", rewinds.rewind_rows(runs, levels)))
+        figures.append(("rewind", rewinds.rewind_figure(runs, levels),
+                        "Test accuracy at early stop against the rewind iteration at selected "
+                        "densities (solid: ticket; dashed: controls; black: the dense network)"))
     sections = []
     if supermasks:
         paths.append(_write_csv(out / "supermask.csv", supermasks))
