@@ -277,8 +277,14 @@ def test_rewound_run_continues_data_order_and_schedule(digits):
     assert all(torch.equal(weights(straight)[k], v) for k, v in weights(two_stage).items())
 
 
-def test_interrupt_and_resume_is_bit_identical(digits, tmp_path):
-    hp = TrainingHparams()
+@pytest.mark.parametrize("sparse_below", [None, 0.6], ids=["dense", "sparse_kernels"])
+def test_interrupt_and_resume_is_bit_identical(digits, tmp_path, monkeypatch, sparse_below):
+    """Dense kernels, and sparse ones (`training.sparse`, every layer made to qualify:
+    digits' LeNet is below `MIN_WEIGHTS`), which leave the model plain even when stopped."""
+    from ticketlab.training import sparse
+
+    monkeypatch.setattr(sparse, "MIN_WEIGHTS", 0)
+    hp = TrainingHparams(sparse_below=sparse_below)
     mask = prune_magnitude(model_for(digits), Mask.dense(model_for(digits)), 0.5)
     reference = model_for(digits)
     expected = train(reference, digits, hp, seed=0, end=80, eval_every=10, mask=mask)
@@ -297,6 +303,7 @@ def test_interrupt_and_resume_is_bit_identical(digits, tmp_path):
     finally:
         interrupt._requested = False
     assert ckpt.load()["step"] == 50
+    assert all("forward" not in m.__dict__ for m in model.modules())  # plain, even stopped
     resumed = model_for(digits, seed=99)  # whatever it holds is replaced by the checkpoint
     metrics = train(resumed, digits, hp, seed=0, end=80, eval_every=10, mask=mask,
                     checkpoint=ckpt)

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from ticketlab import Mask, prune_magnitude
+from ticketlab import Mask
 from ticketlab.config import TrainingHparams
 from ticketlab.data import load_dataset
 from ticketlab.errors import TicketlabError
 from ticketlab.models import build_model
-from ticketlab.training import Checkpoint, interrupt, sparse, train
+from ticketlab.training import sparse, train
 from ticketlab.training.sparse import SparseLinear, sparse_layer_names
 
 
@@ -138,31 +138,6 @@ def test_snapshot_is_the_dense_state_of_that_step(digits):
     train(reference, digits, hp, seed=0, end=7, eval_every=10, mask=mask)
     assert set(seen) == set(reference.state_dict())
     assert all(torch.equal(seen[k], v) for k, v in reference.state_dict().items())
-
-
-def test_interrupt_and_resume_is_bit_identical(digits, tmp_path):
-    hp = TrainingHparams(sparse_below=0.5)
-    mask = prune_magnitude(lenet(digits), Mask.dense(lenet(digits)), 0.7)
-    reference = lenet(digits)
-    expected = train(reference, digits, hp, seed=0, end=80, eval_every=10, mask=mask)
-    ckpt = Checkpoint(tmp_path / "ckpt.pt", every=0)
-    model = lenet(digits)
-
-    def stop_at_50(step, _):
-        if step == 50:
-            interrupt._requested = True
-
-    try:
-        with pytest.raises(interrupt.Interrupted):
-            train(model, digits, hp, seed=0, end=80, eval_every=10, mask=mask, checkpoint=ckpt,
-                  progress=stop_at_50)
-    finally:
-        interrupt._requested = False
-    assert all("forward" not in m.__dict__ for m in model.modules())  # plain, even stopped
-    resumed = lenet(digits, seed=9)
-    assert train(resumed, digits, hp, seed=0, end=80, eval_every=10, mask=mask,
-                 checkpoint=ckpt) == expected
-    assert all(torch.equal(weights(reference)[k], v) for k, v in weights(resumed).items())
 
 
 def test_the_setting_is_checked_and_names_the_run():
