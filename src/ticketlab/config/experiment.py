@@ -233,8 +233,9 @@ class ExperimentConfig:
     pruning: PruningHparams = field(default_factory=PruningHparams)
     sparsify: SparsifyHparams = field(default_factory=SparsifyHparams)
     rewind: str = setting("0it", "rewind point: 0it (the original ticket) or later, e.g. 500it "
-                          "or 1ep (late rewinding)", metavar="STEP", canonical=_steps,
-                          hash="always")
+                          "or 1ep (late rewinding); `find` also takes a list, e.g. "
+                          "0,100,500,2000it: one run per point, sharing the dense training",
+                          metavar="STEP", canonical=_steps, hash="always")
     one_shot: tuple[float, ...] = setting(
         (), "one-shot pruning instead of iterative: prune the trained dense network once to "
         "each density, e.g. 0.5,0.2,0.1,0.05,0.01 (fractions kept)", metavar="DENSITIES")
