@@ -217,8 +217,10 @@ def _synflow(model: nn.Module, density: float, input_shape: tuple[int, ...], rou
         for k, m in mask.items():
             removed = (m & ~new[k]).cpu()
             when[k][removed] = float(r)
-            last[k] = torch.where(removed | new[k].cpu(), scores[k].detach().cpu(), last[k])
+            last[k][removed] = scores[k].detach().cpu()[removed]
         mask = new
+    for k, m in mask.items():  # the survivors: the last round's scores
+        last[k][m.cpu()] = scores[k].detach().cpu()[m.cpu()]
     return mask, when, last
 
 
