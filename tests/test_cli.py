@@ -133,7 +133,7 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
     (["find", "--levels", "-1"], "levels must be >= 0"),
     (["find", "--rewind", "2000it", "--train", "100it"], "choose an earlier --rewind"),
     (["find", "--train", "100"], "not a step"),
-    (["find", "--controls", "shuffle"], "unknown control 'shuffle'"),
+    (["find", "--controls", "scramble"], "unknown control 'scramble'"),
     (["find", "--criterion", "largest"], "unknown criterion 'largest'"),
     (["find", "--one-shot", "0.5,2"], "one-shot density must be a fraction in (0, 1)"),
     (["find", "--preset", "lenet"], "unknown preset 'lenet'"),

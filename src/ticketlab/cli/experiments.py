@@ -46,7 +46,10 @@ CRITERIA_HELP = """Compare mask criteria (Zhou et al. 2019): for each criterion,
 trained dense network one-shot to each --one-shot density with that criterion, rewind and
 retrain (one run per criterion, sharing the dense training), then score every criterion's
 masks on the untrained network (supermasks, with same-sign variants and random masks), and
-write one report overlaying all criteria into --report. Takes every option of `find`."""
+write one report overlaying all criteria into --report. Takes every option of `find`.
+Pruning at initialisation (snip, grasp, synflow; magnitude_init is large_init) cuts from the
+network at the rewind point instead: --criteria snip,grasp,synflow,large_init,random
+--scope global compares them as Frankle et al. (2021) do."""
 
 
 def add_find(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +80,8 @@ def add_criteria(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("criteria")
     g.add_argument("--criteria", type=_names, metavar="LIST", dest="criteria_list",
                    help="criteria to compare (default: the nine of Zhou et al.: "
-                   f"{','.join(ZHOU_CRITERIA)})")
+                   f"{','.join(ZHOU_CRITERIA)}; any of `find --criterion`, including snip, "
+                   "grasp and synflow)")
     g.add_argument("--report", type=Path, metavar="DIR", required=True,
                    help="where the overlaid report goes")
     p.set_defaults(func=cmd_criteria)
@@ -219,7 +223,10 @@ def cmd_criteria(args: argparse.Namespace) -> int:
     if not config.one_shot:
         raise TicketlabError("criteria are compared one-shot: give densities, e.g. "
                              "--one-shot 0.5,0.2,0.1,0.05,0.02")
-    criteria = args.criteria_list or ZHOU_CRITERIA
+    from ticketlab.pruning.criteria import canonical_criterion
+
+    criteria = tuple(dict.fromkeys(canonical_criterion(c)  # one run per mask, each once
+                                   for c in args.criteria_list or ZHOU_CRITERIA))
     configs = [dataclasses.replace(config, pruning=dataclasses.replace(config.pruning,
                                                                        criterion=c))
                for c in criteria]

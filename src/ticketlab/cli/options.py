@@ -46,7 +46,8 @@ _names = parse_names
 
 SECTION_GROUPS = {"data": "model and data", "model": "model and data", "pruning": "pruning",
                   None: "pruning", "training": "training", "sparsify": "gradual pruning"}
-FIND_ONLY = ("levels", "controls", "one_shot", "rates", "rate", "threshold")  # not sparsify's
+FIND_ONLY = ("levels", "controls", "one_shot", "rates", "rate", "threshold",
+             "criterion_examples")  # not sparsify's
 
 
 def add_experiment_arguments(p: argparse.ArgumentParser, omit: tuple[str, ...] = ("sparsify",)

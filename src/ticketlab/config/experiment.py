@@ -49,10 +49,6 @@ def _zero_is_none(value: Any) -> Any:
     return None if value == 0 else value
 
 
-def _names_lower(value: Any) -> Any:
-    return tuple(_lower(v) for v in value) if isinstance(value, tuple) else value
-
-
 def _model_names() -> list[str]:
     from ticketlab.models import MODELS
     return MODELS.choices()
@@ -69,8 +65,16 @@ def _init_names() -> list[str]:
 
 
 def _criterion_names() -> list[str]:
-    from ticketlab.pruning.criteria import CRITERIA
-    return CRITERIA.names()
+    from ticketlab.pruning.criteria import criterion_names
+    return criterion_names()
+
+
+def _criterion(value: Any) -> Any:
+    """The registered spelling (magnitude_init is large_init); unknown: left to validate()."""
+    from ticketlab.pruning.criteria import canonical_criterion
+    with contextlib.suppress(TicketlabError):
+        return canonical_criterion(_lower(value))
+    return _lower(value)
 
 
 def _schedule_names() -> list[str]:
@@ -81,6 +85,15 @@ def _schedule_names() -> list[str]:
 def _control_names() -> list[str]:
     from ticketlab.experiments.variants import VARIANTS
     return [n for n in VARIANTS.names() if n != "ticket"]
+
+
+def _controls(value: Any) -> Any:
+    """Registered spellings (shuffle is random), each once; unknown: left to validate()."""
+    from ticketlab.experiments.variants import VARIANTS
+    if not isinstance(value, tuple):
+        return value
+    names = [_lower(v) for v in value]
+    return tuple(dict.fromkeys(VARIANTS.canonical(v) if v in VARIANTS else v for v in names))
 
 
 @dataclass
@@ -174,8 +187,12 @@ class PruningHparams:
                                        "structured granularity, where the output layer's rows "
                                        "are the classes)", metavar="GROUPS", hash="always")
     criterion: str = setting("large_final", "which weights to keep (Zhou et al.; large_final is "
-                             "magnitude pruning)", metavar="NAME", choices=_criterion_names,
-                             canonical=_lower)
+                             "magnitude pruning; snip, grasp, synflow score the network at "
+                             "the rewind point, pruning at initialisation)", metavar="NAME",
+                             choices=_criterion_names, canonical=_criterion)
+    criterion_examples: int | None = setting(
+        None, "training examples snip or grasp scores with (default: the papers', snip one "
+        "batch of 100, grasp 10 per class)", metavar="N")
     threshold: float | None = setting(
         None, "one-shot by threshold instead (the course project's LF mask): keep |w| > "
         "mean|w| + ALPHA * std(w) over all prunable trained weights; the density follows from "
@@ -242,8 +259,9 @@ class ExperimentConfig:
     # What to compute (not hashed):
     levels: int = setting(10, "pruning levels after the dense level 0", hash="never")
     controls: tuple[str, ...] = setting(
-        ("reinit", "random"), "controls and mask actions trained beside each ticket, or none",
-        metavar="LIST", choices=_control_names, canonical=_names_lower, hash="never")
+        ("reinit", "random"), "controls and mask actions trained beside each ticket, or none "
+        "(shuffle is random: the ticket's per-layer counts at random places)",
+        metavar="LIST", choices=_control_names, canonical=_controls, hash="never")
     seeds: tuple[int, ...] = setting((0,), "independent trials, e.g. 0,1,2", metavar="LIST",
                                      hash="never")
 
@@ -343,7 +361,8 @@ class ExperimentConfig:
         """Checks that need no dataset; budgets in epochs are checked once it is loaded."""
         from ticketlab.experiments.variants import check_controls
         from ticketlab.models import INITS, MODELS
-        from ticketlab.pruning.criteria import CRITERIA, check_alpha
+        from ticketlab.pruning.at_init import AT_INIT, check_at_init
+        from ticketlab.pruning.criteria import canonical_criterion, check_alpha
 
         t, p = self.training, self.pruning
         MODELS.canonical(self.model.model)
@@ -359,7 +378,20 @@ class ExperimentConfig:
             raise TicketlabError("--threshold keeps single weights: use it with --granularity "
                                  "weight, or drop it")
         self._check_sparsify()
-        CRITERIA.canonical(p.criterion)
+        canonical_criterion(p.criterion)
+        if p.criterion in AT_INIT:
+            check_at_init(p.criterion, scope=p.scope, exclude=p.exclude,
+                          granularity=p.granularity, threshold=p.threshold)
+            if self.sparsify.target is not None:
+                raise TicketlabError(f"criterion {p.criterion} scores the network at its "
+                                     "rewind point once per level: use it with find")
+        if p.criterion_examples is not None:
+            if p.criterion not in AT_INIT or AT_INIT.get(p.criterion).examples(1) == 0:
+                raise TicketlabError("--criterion-examples is for the criteria that score "
+                                     "with data (snip, grasp): drop it")
+            if p.criterion_examples < 1:
+                raise TicketlabError(f"--criterion-examples must be >= 1, got "
+                                     f"{p.criterion_examples}")
         check_controls(self.controls, self)
         if self.levels < 0:
             raise TicketlabError(f"levels must be >= 0, got {self.levels}")

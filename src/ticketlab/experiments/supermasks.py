@@ -4,11 +4,15 @@ From a finished run's dense level (initial weights = the rewind point, final wei
 trained dense network of one seed), each criterion is cut to each density one-shot, exactly
 as `find --one-shot --criterion` would cut it, and the untrained network under that mask is
 scored on the test set: no training at all. Every criterion comes with its same-sign variant
-where one exists, and every density with a random mask of the same per-tensor counts.
+where one exists, and every density with a random mask of the same per-tensor counts. The
+criteria that score the network (`pruning.at_init.AT_INIT`: snip, grasp, synflow) are cut
+from the same initial weights, their examples drawn with derive_seed(seed, "criterion") as
+the random criterion's scores are here.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ticketlab.config import ExperimentConfig, derive_seed
@@ -23,7 +27,8 @@ from ticketlab.pruning import (
     rates_for_density,
     threshold_mask,
 )
-from ticketlab.pruning.criteria import CRITERIA, check_alpha
+from ticketlab.pruning.at_init import AT_INIT, at_init_scores, check_at_init, cut
+from ticketlab.pruning.criteria import CRITERIA, canonical_criterion, check_alpha
 from ticketlab.supermask import evaluate_supermask, train_supermask
 
 DEFAULT_CRITERIA = ("large_final", "magnitude_increase", "large_init_large_final",
@@ -54,9 +59,9 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
     supermask/seed_<s>_learned_mask.safetensors) and scored like the others: `learned` is
     its thresholded mask, `learned_sampled` the mean over sampled masks (Zhou's number).
     """
-    for c in criteria:
-        if c not in CRITERIA:
-            raise TicketlabError(f"unknown criterion '{c}': choose from {', '.join(CRITERIA)}")
+    criteria = tuple(dict.fromkeys(canonical_criterion(c) for c in criteria))
+    at_init = [c for c in criteria if c in AT_INIT]
+    criteria = tuple(c for c in criteria if c in CRITERIA)
     for d in densities:
         if not 0 < d < 1:
             raise TicketlabError(f"density must be a fraction in (0, 1), got {d}")
@@ -86,6 +91,8 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
     final = store.load_weights(dense_unit, "final", str(dev))
     dense = Mask.dense(model)
     p = config.pruning
+    for name in at_init:
+        check_at_init(name, scope=p.scope, exclude=p.exclude)
     records = []
 
     def score(name: str, mask: Mask, target: float) -> None:
@@ -115,6 +122,13 @@ def scan_supermasks(store: RunStore, densities: tuple[float, ...],
             mask = prune_by_criterion(name, init, final, dense, rates, scope=p.scope,
                                       exclude=p.exclude, seed=derive_seed(seed, "criterion"))
             score(name, mask, d)
+        for name in at_init:
+            scorer = copy.deepcopy(model).train()
+            scorer.load_state_dict(init)
+            scores = at_init_scores(name, scorer, dense, data.x_train, data.y_train,
+                                    data.num_classes, seed=derive_seed(seed, "criterion"),
+                                    density=d)
+            score(name, cut(dense, scores, rates, scope=p.scope, exclude=p.exclude), d)
         magnitude = prune_by_criterion("large_final", init, final, dense, rates,
                                        scope=p.scope, exclude=p.exclude)
         score("random_mask", random_like(magnitude, derive_seed(seed, "random", d)), d)

@@ -5,13 +5,20 @@ and, for Zhou et al.'s Mask-0 actions, values its pruned weights are held at. Ad
 variant is one class here, registered in `VARIANTS`; its name is then a valid `--controls`
 entry, listed in `--help`. Level 0 (the dense training) is not a variant.
 
+With a criterion that scores the network (`pruning.at_init.AT_INIT`: SNIP, GraSP,
+SynFlow), the ticket's mask is cut from the dense network at the rewind point (the
+initialisation at --rewind 0it) under the parent's mask, not from trained weights; its
+scoring examples come from the training split, drawn with derive_seed(seed, "criterion",
+level), the seed the random criterion uses (`at_init_scores`).
+
 - ticket: cut from the parent's trained weights by the configured criterion (or threshold),
   kept weights reset to the rewind point;
 - reinit: the ticket's mask with a fresh initialisation (another seed), trained from the
   rewind step like the ticket, so only the initial values differ (batch norm starts as a
   fresh network's: weight 1, bias 0, running mean 0 and variance 1);
-- random: a random mask with the ticket's per-tensor counts, from the rewind-point weights
-  (at a structured granularity: as many whole groups removed per tensor, at random places);
+- random (alias shuffle, Frankle et al. 2021's layer-wise shuffle): a random mask with the
+  ticket's per-tensor counts, from the rewind-point weights (at a structured granularity: as
+  many whole groups removed per tensor, at random places);
 - reshuffle, signed_constant, random_signed_constant: what the kept weights start from
   (Mask-1 actions, `pruning.actions`);
 - freeze_init, freeze_init_zero_mask: pruned weights held at their rewind-point values
@@ -34,6 +41,7 @@ from ticketlab.errors import TicketlabError
 from ticketlab.experiments.context import Context, Prepared
 from ticketlab.experiments.store import Unit
 from ticketlab.pruning import (
+    AT_INIT,
     Mask,
     apply_mask1,
     criterion_scores,
@@ -47,6 +55,7 @@ from ticketlab.pruning import (
     rates_for_density,
     threshold_mask,
 )
+from ticketlab.pruning.at_init import at_init_scores, cut
 from ticketlab.registry import Registry
 
 
@@ -123,6 +132,9 @@ class Ticket(Variant):
         if c.one_shot:
             rates = rates_for_density(mask, rates, c.one_shot[level - 1], scope=p.scope,
                                       exclude=p.exclude)
+        if p.criterion in AT_INIT:
+            return cut(mask, at_init_scores_of(ctx, unit, mask, rates), rates, scope=p.scope,
+                       exclude=p.exclude)
         final = ctx.store.load_weights(previous, "final")
         if p.threshold is not None:
             return threshold_mask(final, mask, p.threshold)
@@ -134,6 +146,26 @@ class Ticket(Variant):
         return prune_by_criterion(
             p.criterion, rewind_state(ctx, unit), final, mask, rates, scope=p.scope,
             exclude=p.exclude, seed=derive_seed(seed, "criterion", level))
+
+
+def at_init_scores_of(ctx: Context, unit: Unit, mask: Mask, rates: float | dict[str, float]
+                      ) -> dict[str, torch.Tensor]:
+    """Scores of the configured `AT_INIT` criterion for the dense network at the rewind
+    point under `mask` (the parent's), on the run's device; the same for the ticket and
+    its invert control. `rates`: what the level prunes, for the density SynFlow's rounds
+    reach (a global criterion: one rate, or the one-shot level's density)."""
+    c, p = ctx.config, ctx.config.pruning
+    model = ctx.new_model(derive_seed(unit.seed, "init"))
+    model.load_state_dict(rewind_state(ctx, unit))
+    if c.one_shot:
+        density = c.one_shot[unit.level - 1]
+    else:  # a global rate removes that fraction of what the mask keeps
+        rate = rates if isinstance(rates, float | int) else max(rates.values(), default=0.0)
+        density = mask.density() * (1 - float(rate))
+    data = ctx.data
+    return at_init_scores(p.criterion, model, mask, data.x_train, data.y_train,
+                          data.num_classes, seed=derive_seed(unit.seed, "criterion", unit.level),
+                          density=density, examples=p.criterion_examples)
 
 
 def structured_mask(ctx: Context, unit: Unit, mask: Mask, final: dict[str, torch.Tensor]
@@ -197,6 +229,10 @@ class Invert(Variant):
         ticket = super().mask(ctx, unit)
         previous = parent(ctx, unit)
         kept = ctx.store.load_mask(previous)
+        if p.criterion in AT_INIT:  # SynFlow: its order of removal (`synflow_order`)
+            scores = at_init_scores_of(ctx, unit, kept, p.rates_arg())
+            return ticket.with_tensors({k: lowest(scores[k], kept[k], int(ticket[k].sum()))
+                                        for k in ticket})
         final = ctx.store.load_weights(previous, "final")
         scores = magnitude_scores(final, kept) if p.criterion == "large_final" else \
             criterion_scores(p.criterion, rewind_state(ctx, unit), final, kept,
@@ -213,7 +249,7 @@ def lowest(scores: torch.Tensor, kept: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view(kept.shape)
 
 
-@VARIANTS.register()
+@VARIANTS.register(aliases=("shuffle",))
 class Random(Variant):
     """a random mask with the ticket's per-tensor counts (of removed groups when structured)"""
 

@@ -11,11 +11,14 @@ from ticketlab.pruning.actions import (
     frozen_values,
 )
 from ticketlab.pruning.at_init import (
+    AT_INIT,
+    at_init_scores,
     grasp_scores,
     magnitude_init_scores,
     mask_from_scores,
     snip_scores,
     synflow_mask,
+    synflow_order,
     synflow_scores,
 )
 from ticketlab.pruning.compare import jaccard
@@ -42,11 +45,11 @@ from ticketlab.pruning.magnitude import magnitude_scores, prune, prune_magnitude
 from ticketlab.pruning.mask import Mask
 from ticketlab.pruning.random import random_like
 
-__all__ = ["CRITERIA", "GRANULARITIES", "MASK0_ACTIONS", "MASK1_ACTIONS", "NEGATIVE_SCORES",
-           "REDUCTIONS", "FrozenEnforcer", "Mask", "MaskEnforcer", "apply_mask1",
-           "check_structured", "criterion_scores", "enforce_frozen", "enforce_mask",
-           "frozen_values", "grasp_scores", "group_dims", "group_scores", "jaccard",
-           "magnitude_init_scores", "magnitude_scores", "mask_from_scores", "prune",
-           "prune_by_criterion", "prune_magnitude", "prune_structured",
-           "prune_structured_to_density", "random_like", "rates_for_density", "snip_scores",
-           "synflow_mask", "synflow_scores", "threshold_mask"]
+__all__ = ["AT_INIT", "CRITERIA", "GRANULARITIES", "MASK0_ACTIONS", "MASK1_ACTIONS",
+           "NEGATIVE_SCORES", "REDUCTIONS", "FrozenEnforcer", "Mask", "MaskEnforcer",
+           "apply_mask1", "at_init_scores", "check_structured", "criterion_scores",
+           "enforce_frozen", "enforce_mask", "frozen_values", "grasp_scores", "group_dims",
+           "group_scores", "jaccard", "magnitude_init_scores", "magnitude_scores",
+           "mask_from_scores", "prune", "prune_by_criterion", "prune_magnitude",
+           "prune_structured", "prune_structured_to_density", "random_like", "rates_for_density",
+           "snip_scores", "synflow_mask", "synflow_order", "synflow_scores", "threshold_mask"]

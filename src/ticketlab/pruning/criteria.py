@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ticketlab.errors import TicketlabError
+from ticketlab.pruning.at_init import AT_INIT
 from ticketlab.pruning.magnitude import Rates, prune
 from ticketlab.pruning.mask import Mask
 from ticketlab.registry import Registry
@@ -74,11 +75,15 @@ def small_final(w_init: Tensor, w_final: Tensor, *,
     return -w_final.abs()
 
 
-@criterion
 def large_init(w_init: Tensor, w_final: Tensor, *,
                generator: torch.Generator | None = None) -> Tensor:
-    """|w_i|: keeps the largest initial weights."""
+    """|w_i|: keeps the largest initial weights (alias magnitude_init, Frankle et al. 2021)."""
     return w_init.abs()
+
+
+# Magnitude at initialisation (Frankle et al. 2021's baseline) is this mask: |w| at the
+# rewind point, among the weights the parent keeps. One name per mask, so one run.
+CRITERIA.add("large_init", large_init, aliases=("magnitude_init",))
 
 
 @criterion
@@ -162,6 +167,21 @@ not a norm (`pruning.granularity.group_scores`)."""
 
 def get_criterion(name: str) -> Criterion:
     return CRITERIA.get(name)
+
+
+def criterion_names() -> list[str]:
+    """What `--criterion` takes: the (w_init, w_final) criteria, then those that score the
+    network at its rewind point (`at_init.AT_INIT`: SNIP, GraSP, SynFlow)."""
+    return [*CRITERIA.names(), *AT_INIT.names()]
+
+
+def canonical_criterion(name: str) -> str:
+    """The registered spelling of a criterion of either registry; one message otherwise."""
+    for registry in (CRITERIA, AT_INIT):
+        if name in registry:
+            return registry.canonical(name)
+    raise TicketlabError(f"unknown criterion '{name}': choose one of "
+                         f"{', '.join(criterion_names())}")
 
 
 def criterion_scores(name: str, init: Mapping[str, Tensor], final: Mapping[str, Tensor],
