@@ -105,7 +105,7 @@ def parse_at(items: Iterable[str | int | Step]) -> list[Step]:
         else:
             raise TicketlabError(f"'{items[i]}' in --at has no unit: end the list with one, "
                                  "e.g. --at 0,100,500,2000it (or 1,2ep)")
-    return [s for s in steps if s is not None]
+    return [Step(0, "it") if s.count == 0 else s for s in steps if s is not None]
 
 
 def analysis_dir(store: RunStore) -> Path:
@@ -174,7 +174,8 @@ def run_instability(run_dir: Path | str, levels: Iterable[int] = (0,),
 
     `at`: steps (`Step` or strings like "500it", "2ep"; see `parse_at`). `seeds` None: every
     seed whose dense network is finished. `runtime`: device, data_dir (default: where `find`
-    found the data), threads (use the run's count for bit-exact W_k) and checkpoint_every.
+    found the data), threads and checkpoint_every; None: the defaults with the thread count
+    the run recorded (W_k trained again is bit-exact only with the run's device and count).
     Writes RUN_DIR/instability/ (summary over every cell computed so far, and figures
     unless `figures` is False). The caveat about masks: the module's docstring.
     """
@@ -186,7 +187,7 @@ def run_instability(run_dir: Path | str, levels: Iterable[int] = (0,),
     if points < 2:
         raise TicketlabError(f"points must be at least 2 (the two ends), not {points}")
     seed_list, level_list = check_request(store, levels, seeds)
-    runtime = runtime or Runtime()
+    runtime = runtime or Runtime(threads=store.config().get("threads", "auto"))
     runtime.validate()
     runtime = dataclasses.replace(runtime, data_dir=runtime.data_dir or store.data_dir())
     rows = []
