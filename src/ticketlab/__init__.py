@@ -35,7 +35,8 @@ _EXPORTS = {
 __all__ = [
     "ExperimentConfig", "Mask", "Runtime", "Sparsifier", "Step", "TicketlabError", "build_model",
     "enforce_mask", "export", "init_weights", "load_export", "prunable_groups", "prune",
-    "prune_magnitude", "random_like", "rewind", "run_imp", "save_export", "snapshot",
+    "prune_magnitude", "random_like", "rewind", "run_imp", "run_instability", "save_export",
+    "snapshot",
 ]
 
 
@@ -55,3 +56,10 @@ def run_imp(*args, **kwargs):
     """`ticketlab.experiments.imp.run_imp`, imported lazily (it loads the data stack)."""
     from ticketlab.experiments.imp import run_imp as _run_imp
     return _run_imp(*args, **kwargs)
+
+
+def run_instability(*args, **kwargs):
+    """`ticketlab.experiments.instability.run_instability`, imported lazily (it loads the
+    data stack): Frankle et al. 2020's instability analysis of a finished `find` run."""
+    from ticketlab.experiments.instability import run_instability as _run_instability
+    return _run_instability(*args, **kwargs)

@@ -4,7 +4,7 @@ Bad input exits with code 2 and one line on stderr naming the problem and the fi
 
 Each command's options sit next to what it does: `experiments` (find, sparsify, criteria,
 and the plan `find --plan` prints), `sweep` (a grid of runs as one plan), `analysis`
-(report, masks compare, supermask, sensitivity), `deploy` (export, bench), `listings`
+(report, masks compare, supermask, sensitivity, instability), `deploy` (export, bench), `listings`
 (presets, models, datasets); `options` turns the settings into options, `display` shows
 progress.
 """
@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import sys
 
-from ticketlab.cli.analysis import add_masks, add_report, add_sensitivity, add_supermask
+from ticketlab.cli.analysis import (
+    add_instability,
+    add_masks,
+    add_report,
+    add_sensitivity,
+    add_supermask,
+)
 from ticketlab.cli.deploy import add_bench, add_export
 from ticketlab.cli.display import RichReporter, err, estimate_eta, format_eta
 from ticketlab.cli.experiments import add_criteria, add_find, add_sparsify
@@ -45,6 +51,7 @@ def build_parser() -> Parser:
     add_masks(sub)
     add_supermask(sub)
     add_sensitivity(sub)
+    add_instability(sub)
     add_export(sub)
     add_bench(sub)
     add_presets(sub)

@@ -271,3 +271,107 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     out.print(sensitivity_table(result))
     out.print(f"written: {', '.join(map(str, paths))}", highlight=False, soft_wrap=True)
     return 0
+
+
+INSTABILITY_HELP = """Instability analysis (Frankle, Dziugaite, Roy & Carbin 2020, "Linear Mode
+Connectivity and the Lottery Ticket Hypothesis") of a finished find run. For each seed, level
+L and step k: the dense network's weights at step k of the run's level 0 (its rewind snapshot,
+or level 0 trained again from its initialisation to k, which reproduces the run's weights),
+under level L's mask, are trained twice from k to the end of the budget with two different
+data orders; the test error is measured at --points evenly spaced points on the line between
+the two copies (batch norm recomputed at each point from training images). Barrier: the
+highest error minus the mean of the two ends'; stable when at most 2 points.
+Caveat: the paper finds each level's mask by IMP rewound to k; here the mask is the run's own
+(found with its --rewind), the same for every k.
+Costs two trainings from k to the end per (seed, level, k). Writes RUN_DIR/instability/
+(trained copies, result.json per cell, instability.json/.csv, figures); an interrupted
+analysis resumes (a trained copy is never trained again)."""
+
+
+def _steps_list(text: str) -> tuple[str, ...]:
+    from ticketlab.experiments.instability import parse_at
+
+    try:
+        return tuple(str(s) for s in parse_at(text.split(",")))
+    except TicketlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_instability(sub: argparse._SubParsersAction) -> None:
+    from ticketlab.experiments.instability import POINTS
+
+    p = sub.add_parser("instability", help="linear mode connectivity of two copies trained "
+                       "from step k (error barrier)", description=INSTABILITY_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--levels", type=_ints, required=True, metavar="LIST",
+                   help="levels to analyse, e.g. 0,3,7 (0: the dense network), each finished "
+                   "in the run")
+    p.add_argument("--at", type=_steps_list, required=True, metavar="STEPS",
+                   help="steps k the copies start from, before the end of training, e.g. "
+                   "0,100,500,2000it (a bare count takes the unit of the next item with one)")
+    p.add_argument("--seeds", type=_ints, metavar="LIST", help="which seeds (default: every "
+                   "seed whose dense network is finished)")
+    p.add_argument("--points", type=int, default=POINTS, help="points on the line, both ends "
+                   "included")
+    add_reading_options(p, quiet="no progress bars")
+    p.set_defaults(func=cmd_instability)
+    show_defaults(p)
+
+
+def cmd_instability(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from ticketlab.config import Runtime
+    from ticketlab.experiments.instability import (
+        MATCHING_RULE,
+        analysis_dir,
+        run_instability,
+    )
+    from ticketlab.report.plots import pct_label
+    from ticketlab.training import interrupt
+
+    store = RunStore.open(args.run_dir)
+    runtime = Runtime(device=args.device, data_dir=args.data_dir,  # default: the run's
+                      threads=args.threads or store.config().get("threads", "auto"))
+    with interrupt.graceful(), Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[acc]}"), console=err,
+            disable=args.quiet, transient=True) as progress:
+
+        def start(description: str, first: int, last: int):
+            task = progress.add_task(description, total=last - first, acc="")
+
+            def report(step: int, accuracy: float | None) -> None:
+                progress.update(task, completed=step - first, acc="" if accuracy is None
+                                else f"val {100 * accuracy:.2f}%")
+            return report
+
+        try:
+            rows = run_instability(args.run_dir, levels=args.levels, at=args.at,
+                                   seeds=args.seeds, runtime=runtime, points=args.points,
+                                   progress=start)
+        except interrupt.Interrupted as e:
+            err.print(f"{e}; progress is saved: run the same command again to resume",
+                      highlight=False)
+            return 130
+    table = Table(title=f"instability of {Path(args.run_dir).name}: test error barrier between "
+                  "two copies trained from step k", caption=f"stable: barrier <= 2 points; "
+                  f"{MATCHING_RULE}")
+    for column in ("seed", "level", "weights (%)", "k (it)", "barrier (pts)", "stable",
+                   "test acc (%)", "matches"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        acc = r["test_accuracy"]
+        table.add_row(str(r["seed"]), str(r["level"]), pct_label(100 * r["density"]),
+                      str(r["k"]), f"{100 * r['barrier']:.2f}", "yes" if r["stable"] else "no",
+                      "" if acc is None else f"{100 * acc:.2f}",
+                      {True: "yes", False: "no", None: "-"}[r["matches"]])
+    out.print(table)
+    if any(r.get("retrain_reproduces_run") is False for r in rows):
+        err.print("note: level 0 trained again did not reproduce the run's rewind snapshot "
+                  "bit-exactly (another device or --threads than the run's); W_k may differ "
+                  "in its last bits", highlight=False)
+    out.print(f"written: {analysis_dir(store)}", highlight=False,
+              soft_wrap=True)
+    return 0
