@@ -57,7 +57,7 @@ def test_steps_take_the_unit_written_after_them():
     assert [str(s) for s in parse_at(["0", "100", "500", "2000it"])] == \
         ["0it", "100it", "500it", "2000it"]
     assert [str(s) for s in parse_at(["0", "1", "2ep", "30it"])] == ["0it", "1ep", "2ep", "30it"]
-    with pytest.raises(Exception, match="no unit"):
+    with pytest.raises(Exception, match="needs a unit"):
         parse_at(["100"])
 
 
@@ -190,7 +190,7 @@ def test_cli_prints_the_table_and_refuses_bad_inputs(run, rows, copied, capsys, 
         ((str(tmp_path / "nowhere"), "--levels", "0", "--at", "0it"), "not a ticketlab run"),
         ((str(run.root), "--levels", "5", "--at", "0it"), "level 5 of seed 0 is not finished"),
         ((str(run.root), "--levels", "0", "--at", "200it"), "not before the end"),
-        ((str(run.root), "--levels", "0", "--at", "100"), "no unit"),
+        ((str(run.root), "--levels", "0", "--at", "100"), "needs a unit"),
         ((str(run.root), "--levels", "0", "--at", "0it", "--seeds", "3"), "seed 3"),
     ]
     for args, message in bad:

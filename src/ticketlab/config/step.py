@@ -49,7 +49,8 @@ class Step:
 
 def parse_steps(text: str) -> list[str]:
     """A list of steps, `0,100,500,2000it`: a bare count takes the unit written after it
-    (the next one that has a unit), so one unit can close the list. Canonical spellings."""
+    (the next one that has a unit), so one unit can close the list; a bare 0 needs none.
+    Canonical spellings."""
     parts = [p.strip() for p in str(text).split(",")]
     if not parts or any(not p for p in parts):
         raise TicketlabError(f"'{text}' is not a list of steps: e.g. 0,100,500,2000it")
@@ -59,10 +60,10 @@ def parse_steps(text: str) -> list[str]:
         m = re.fullmatch(r"(\d+)\s*(it|ep)?", part)
         if not m:
             Step.parse(part)  # names the bad item
-        if (m.group(2) or unit) is None:
+        if (m.group(2) or unit) is None and int(m.group(1)) != 0:
             raise TicketlabError(f"'{part}' in '{text}' needs a unit: e.g. 0,100,500,2000it")
         unit = m.group(2) or unit
-        steps.append(Step.canonical(f"{m.group(1)}{unit}"))
+        steps.append(Step.canonical(f"{m.group(1)}{unit or 'it'}"))
     return steps[::-1]
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name, derive_seed
+from ticketlab.config import ExperimentConfig, Runtime, Step, check_device_name
 from ticketlab.data import SOURCES, resolve_data_dir
 from ticketlab.errors import TicketlabError
 from ticketlab.experiments.context import Context, Prepared, Reporter
@@ -49,6 +49,7 @@ from ticketlab.experiments.variants import prepare
 from ticketlab.pruning import Mask
 from ticketlab.threads import using_threads
 from ticketlab.training import EarlyStop, interrupt, train, train_replicates
+from ticketlab.training.hooks import Snapshot
 from ticketlab.training.loop import vectorize_refusal
 from ticketlab.training.sparse import sparse_layer_names
 
@@ -227,7 +228,7 @@ def _reused(ctx: Context, unit: Unit, adopt: bool = True) -> bool:
 def adopt_dense(ctx: Context, unit: Unit, donor: RunStore) -> bool:
     """Copies level 0 from a run with the same dense training. A donor with another rewind
     point kept a snapshot of another step: this run's own is made by replaying level 0's
-    first steps (`dense_state_at`), so a list of rewind points shares one dense training at
+    first steps (`replay_dense`), so a list of rewind points shares one dense training at
     the cost of its first steps. False (nothing copied) for a damaged donor."""
     if donor.damage(unit) is not None:
         return False
@@ -235,20 +236,30 @@ def adopt_dense(ctx: Context, unit: Unit, donor: RunStore) -> bool:
     ipe = ctx.data.iterations_per_epoch(ctx.config.training.batch_size)
     if Step.parse(theirs).iterations(ipe) == ctx.rewind:
         return ctx.store.adopt(unit, donor)
-    return ctx.store.adopt(unit, donor, {"rewind": dense_state_at(ctx, unit.seed, ctx.rewind)})
+    return ctx.store.adopt(unit, donor,
+                           {"rewind": replay_dense(ctx, unit.seed, [ctx.rewind])[ctx.rewind]})
 
 
-def dense_state_at(ctx: Context, seed: int, step: int) -> dict[str, torch.Tensor]:
-    """The dense network's state at `step` of level 0, trained again from its initialisation.
+def replay_dense(ctx: Context, seed: int, steps: list[int],
+                 progress: Callable[[int, float | None], None] | None = None
+                 ) -> dict[int, dict[str, torch.Tensor]]:
+    """The dense network's state at each of `steps` of level 0, trained again from its
+    initialisation as level 0 was (same model seed, mask and data order) to the last of them.
 
     The data order, augmentation and learning rate are functions of the seed and the step, so
     this is level 0's trajectory: bit for bit with the same kernels and thread count (tests
     check it), within float rounding otherwise. Evaluated only at both ends."""
-    model = ctx.new_model(derive_seed(seed, "init"))
-    if step:
-        train(model, ctx.data, ctx.config.training, seed=seed, start=0, end=step,
-              eval_every=step, mask=ctx.enforced(Mask.dense(model), None).to(ctx.device))
-    return model.state_dict()
+    model, mask, start, frozen = prepare(ctx, Unit(seed, 0, "ticket"))
+    end = max(steps)
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    hooks = [Snapshot(k, lambda _, state, k=k: states.__setitem__(k, state))
+             for k in set(steps) if k < end]
+    if end > start:
+        train(model, ctx.data, ctx.config.training, seed=seed, start=start, end=end,
+              eval_every=end, mask=ctx.enforced(mask, frozen).to(ctx.device), hooks=hooks,
+              progress=progress)
+    states[end] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: states[k] for k in steps}
 
 
 def rewind_sweep(config: ExperimentConfig, rewinds: list[str] | tuple[str, ...]

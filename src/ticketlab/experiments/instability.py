@@ -48,9 +48,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ticketlab.config import ExperimentConfig, Runtime, Step, derive_seed
+from ticketlab.config import ExperimentConfig, Runtime, Step, derive_seed, parse_steps
 from ticketlab.errors import DamagedFile, TicketlabError
 from ticketlab.experiments.context import Context
+from ticketlab.experiments.imp import open_run, replay_dense
 from ticketlab.experiments.store import RunStore, Unit
 from ticketlab.io import atomic_write_text, load_tensors, read_json, save_tensors, write_json
 from ticketlab.pruning import Mask
@@ -65,7 +66,6 @@ from ticketlab.training import (
     train,
     train_eval_subset,
 )
-from ticketlab.training.hooks import Snapshot
 from ticketlab.training.loop import Progress
 
 POINTS = 30  # the paper's points on the line, both ends included
@@ -87,25 +87,12 @@ StartTraining = Callable[[str, int, int], Progress | None]
 
 
 def parse_at(items: Iterable[str | int | Step]) -> list[Step]:
-    """Steps from `--at` items. A bare count takes the unit of the next item that has one
-    (`0,100,500,2000it` is four iterations counts); a bare 0 alone is 0it."""
-    items = [str(i).strip() for i in items if str(i).strip()]
-    if not items:
+    """Steps from `--at` items (`config.parse_steps`: `0,100,500,2000it` is four iteration
+    counts)."""
+    text = ",".join(str(i).strip() for i in items if str(i).strip())
+    if not text:
         raise TicketlabError("no steps to analyse: give some, e.g. --at 0,100,500,2000it")
-    steps: list[Step | None] = []
-    for text in items:
-        steps.append(Step.parse(text) if not text.isdigit() else None)
-    unit = None
-    for i in reversed(range(len(items))):
-        step = steps[i]
-        if step is not None:
-            unit = step.unit
-        elif unit is not None or int(items[i]) == 0:
-            steps[i] = Step(int(items[i]), unit or "it")
-        else:
-            raise TicketlabError(f"'{items[i]}' in --at has no unit: end the list with one, "
-                                 "e.g. --at 0,100,500,2000it (or 1,2ep)")
-    return [Step(0, "it") if s.count == 0 else s for s in steps if s is not None]
+    return [Step.parse(s) for s in parse_steps(text)]
 
 
 def analysis_dir(store: RunStore) -> Path:
@@ -179,7 +166,6 @@ def run_instability(run_dir: Path | str, levels: Iterable[int] = (0,),
     Writes RUN_DIR/instability/ (summary over every cell computed so far, and figures
     unless `figures` is False). The caveat about masks: the module's docstring.
     """
-    from ticketlab.experiments.imp import open_run
 
     store = RunStore.open(Path(run_dir))
     config = _run_config(store)
@@ -264,22 +250,12 @@ def retrain_dense(ctx: Context, seed: int, steps: list[int],
     (same model seed, mask, data order), up to the last of `steps`; returns its state at
     each of `steps` and whether it passed through the run's rewind snapshot bit-exactly
     (None: it did not pass the rewind step, or that step is 0)."""
-    from ticketlab.experiments.variants import prepare
-
     unit0 = Unit(seed, 0, "ticket")
-    model, mask, start, frozen = prepare(ctx, unit0)
     end = max(steps)
-    states: dict[int, dict[str, Tensor]] = {}
-    keep = lambda at: Snapshot(at, lambda i, state: states.__setitem__(at, state))
     check = 0 < ctx.rewind < end
-    hooks = [keep(k) for k in steps if k < end]
-    if check and ctx.rewind not in steps:
-        hooks.append(keep(ctx.rewind))
-    train(model, ctx.data, ctx.config.training, seed=seed, start=start, end=end,
-          eval_every=ctx.eval_every, mask=ctx.enforced(mask, frozen).to(ctx.device),
-          hooks=hooks, progress=progress(f"seed {seed}: dense to {end} it", start, end)
-          if progress else None)
-    states[end] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    states = replay_dense(ctx, seed, [*steps, *([ctx.rewind] if check else [])],
+                          progress(f"seed {seed}: dense to {end} it", 0, end)
+                          if progress else None)
     reproduces = None
     if check:
         saved = ctx.store.load_weights(unit0, "rewind", str(ctx.device))
