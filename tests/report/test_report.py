@@ -193,6 +193,41 @@ def test_run_without_finished_unit_is_an_error(runs, tmp_path):
         write_report([empty], tmp_path / "out")
 
 
+def test_overlay_colours_runs_and_styles_variants(runs):
+    loaded = load_runs(list(runs))
+    handles, labels = accuracy_figure(loaded).axes[0].get_legend_handles_labels()
+    lines = {label: handle[0] for handle, label in zip(handles, labels)}  # errorbar's line
+    colour = {label: line.get_color() for label, line in lines.items()}
+    style = {label: line.get_linestyle() for label, line in lines.items()}
+    assert colour["ticket (rewind=0it)"] == colour["random (rewind=0it)"]
+    assert colour["ticket (rewind=0it)"] != colour["ticket (rewind=20it)"]
+    assert style["ticket (rewind=0it)"] == style["ticket (rewind=20it)"] == "-"
+    assert style["random (rewind=0it)"] != "-"
+
+
+def test_variants_keep_only_those_units_and_the_dense_level(runs, tmp_path):
+    loaded = load_runs(list(runs), ["ticket"])
+    for run in loaded:
+        assert {r["variant"] for r in run.records} == {"ticket"}
+        assert run.stats[0]["level"] == 0 and all(set(row["variants"]) == {"ticket"}
+                                                   for row in run.stats)
+    only = load_runs(list(runs), ["random"])
+    assert {(r["level"] == 0, r["variant"]) for r in only[0].records} == {
+        (True, "ticket"), (False, "random")}
+    write_report(list(runs), tmp_path / "tickets")  # the default: every variant
+    rows = list(csv.DictReader((tmp_path / "tickets" / "levels.csv").open()))
+    assert any(k.startswith("reinit_") for k in rows[0])
+
+
+def test_long_legend_labels_go_below_the_axes():
+    fig, (ax,) = plots._figure()
+    ax.plot([1, 2], [1, 2], label="ticket (scope=global, criterion=synflow, one-shot)")
+    plots._legend_outside(ax)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    assert ax.get_legend().get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y0
+
+
 def test_cli_report(runs, tmp_path, capsys):
     assert main(["report", str(runs[0]), "--out", str(tmp_path / "r"), "--levels", "1"]) == 0
     printed = capsys.readouterr().out
@@ -205,6 +240,7 @@ def test_cli_report(runs, tmp_path, capsys):
     (["{tmp}"], "not a ticketlab run directory"),
     (["{run}", "{run}"], "--out"),
     (["{run}", "--levels", "9", "--out", "{tmp}/r"], "choose --levels from 0,1,2"),
+    (["{run}", "--variants", "ticket,bogus", "--out", "{tmp}/r"], "bogus not in the run"),
 ])
 def test_cli_errors_are_one_line(runs, tmp_path, capsys, argv, needle):
     args = [a.format(tmp=tmp_path, run=runs[0]) for a in argv]

@@ -45,6 +45,9 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", type=_ints, metavar="LIST",
                    help="levels of the training-curves figure, e.g. 0,3,7 (default: those nearest "
                    "100, 51.3, 21.1, 7.0 and 3.6%% of weights remaining)")
+    p.add_argument("--variants", type=_names, metavar="LIST",
+                   help="draw and tabulate only these variants, e.g. ticket or ticket,random "
+                   "(the dense level 0 always stays); default: all")
     p.add_argument("--quiet", action="store_true", help="do not print the levels tables")
     p.set_defaults(func=cmd_report)
     show_defaults(p)
@@ -62,7 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 "sparsify" in RunStore.open(Path(d)).config().get("science", {})]
     if sparsify:
         return _report_sparsify(args, sparsify)
-    runs = load_runs(args.run_dirs)  # fails on a bad directory before anything is written
+    runs = load_runs(args.run_dirs, args.variants)  # a bad directory fails before any write
     if not args.quiet:
         for run in runs:
             out.print(levels_table({"records": run.records}, title=run.name))

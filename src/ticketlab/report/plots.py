@@ -117,8 +117,19 @@ def honest_ylim(ax: Axes, low: float, high: float, label: str,
                   "points, not from 0)")
 
 
+LONG_LABEL = 36  # characters: a legend of longer labels goes below the axes
+
+
 def _legend_outside(ax: Axes, **kwargs: Any) -> None:
-    """Legend to the right of the axes, where it cannot cover data."""
+    """Legend to the right of the axes, where it cannot cover data; below them when its
+    labels are long (an overlay of runs named by several settings), so the axes keep their
+    width."""
+    labels = kwargs.get("labels") or [h.get_label() for h in kwargs.get("handles", [])] or \
+        ax.get_legend_handles_labels()[1]
+    if labels and max(len(str(label)) for label in labels) > LONG_LABEL:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), borderaxespad=0,
+                  ncol=1, **kwargs)
+        return
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, **kwargs)
 
 
@@ -155,7 +166,8 @@ def _stats_figure(runs: list[Run], metric: str, ylabel: str, title: str, ax: Axe
         std = [s["std"] or 0.0 for s in stats]
         extent += [s["min"] for s in stats] + [s["max"] for s in stats]
         extent += [m - d for m, d in zip(mean, std)] + [m + d for m, d in zip(mean, std)]
-        color = f"C{i % 10}"
+        # several runs: a colour per run, a line style per variant (ticket solid)
+        color = f"C{(runs.index(run) if len(runs) > 1 else i) % 10}"
         ax.errorbar(x, mean, yerr=spread, color=color, linestyle=_linestyle(v, variants),
                     marker="o", markersize=3, capsize=3, linewidth=1.4,
                     label=_series_label(run, v, len(runs)))

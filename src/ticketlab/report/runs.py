@@ -25,8 +25,11 @@ class Run:
         return self.store.root.name
 
 
-def load_runs(run_dirs: Sequence[Path]) -> list[Run]:
-    """Opens every run first, so a bad directory fails before anything is written."""
+def load_runs(run_dirs: Sequence[Path], variants: Sequence[str] | None = None) -> list[Run]:
+    """Opens every run first, so a bad directory fails before anything is written.
+
+    `variants` keeps only those units (the dense level 0 always stays: it is the reference),
+    so an overlay of many runs can show, say, only their tickets."""
     runs = []
     for d in run_dirs:
         store = RunStore.open(Path(d))
@@ -35,6 +38,15 @@ def load_runs(run_dirs: Sequence[Path]) -> list[Run]:
             raise TicketlabError(f"{d} has no finished unit yet: run (or resume) the command "
                                  "that made it, then report")
         runs.append(Run(store, store.config(), records, level_stats(records)))
+    if variants:
+        present = {r["variant"] for run in runs for r in run.records}
+        unknown = [v for v in variants if v not in present]
+        if unknown:
+            raise TicketlabError(f"variant(s) {', '.join(unknown)} not in the run(s): choose "
+                                 f"--variants from {', '.join(sorted(present))}")
+        for run in runs:
+            run.records = [r for r in run.records if r["level"] == 0 or r["variant"] in variants]
+            run.stats = level_stats(run.records)
     labels = run_labels([r.config.get("science", {}) for r in runs], [r.name for r in runs])
     for run, label in zip(runs, labels):
         run.label = label
