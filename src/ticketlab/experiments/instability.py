@@ -192,9 +192,10 @@ def run_instability(run_dir: Path | str, levels: Iterable[int] = (0,),
                     rows.append(analyse_cell(ctx, seed, level, k, dense[k], sources[k],
                                              points, progress))
     rows = add_matching(store, rows)
-    write_summary(store)
+    every = computed_rows(store)  # this call's cells and those computed before
+    write_summary(store, every)
     if figures:
-        write_figures(store)
+        write_figures(store, every)
     return rows
 
 
@@ -370,13 +371,14 @@ def _checked_result(path: Path, result: Any) -> dict[str, Any]:
 def add_matching(store: RunStore, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row with its unit's early-stop test accuracy and, for tickets, whether it
     matches the dense network (`MATCHING_RULE`)."""
-    dense = [r["early_stop_test_accuracy"] for r in store.records()
+    records = store.records()
+    dense = [r["early_stop_test_accuracy"] for r in records
              if r["level"] == 0 and r["variant"] == "ticket"
              and r["early_stop_test_accuracy"] is not None]
     mean = statistics.fmean(dense) if dense else None
     tolerance = statistics.stdev(dense) if len(dense) > 1 else ONE_SEED_TOLERANCE
     accuracy = {(r["seed"], r["level"]): r["early_stop_test_accuracy"]
-                for r in store.records() if r["variant"] == "ticket"}
+                for r in records if r["variant"] == "ticket"}
     out = []
     for row in rows:
         acc = accuracy.get((row["seed"], row["level"]))
@@ -396,10 +398,10 @@ def computed_rows(store: RunStore) -> list[dict[str, Any]]:
     return add_matching(store, rows)
 
 
-def write_summary(store: RunStore) -> list[Path]:
+def write_summary(store: RunStore, rows: list[dict[str, Any]] | None = None) -> list[Path]:
     """instability.json (every row, with the errors along the line) and instability.csv
-    (the scalar columns), written atomically."""
-    rows = computed_rows(store)
+    (the scalar columns), written atomically. `rows`: `computed_rows(store)`, if at hand."""
+    rows = computed_rows(store) if rows is None else rows
     folder = analysis_dir(store)
     write_json(folder / "instability.json", {
         "run": store.root.name, "points": "evenly spaced, both ends included",
@@ -417,12 +419,13 @@ def write_summary(store: RunStore) -> list[Path]:
     return [folder / "instability.json", folder / "instability.csv"]
 
 
-def write_figures(store: RunStore) -> list[Path]:
-    """The figures of every cell computed so far (`report.instability`)."""
+def write_figures(store: RunStore, rows: list[dict[str, Any]] | None = None) -> list[Path]:
+    """The figures of every cell computed so far (`report.instability`); `rows` as for
+    `write_summary`."""
     from ticketlab.report.instability import barrier_figure, line_figure, matching_figure
     from ticketlab.report.plots import save_figure
 
-    rows = computed_rows(store)
+    rows = computed_rows(store) if rows is None else rows
     folder = analysis_dir(store)
     written = []
     for name, make in (("line", line_figure), ("barrier", barrier_figure),

@@ -20,7 +20,7 @@ from ticketlab.report.plots import (
     honest_ylim,
     pct_label,
 )
-from ticketlab.report.runs import Run, flatten
+from ticketlab.report.runs import Run, differing_keys
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,10 +38,8 @@ def differ_in_rewind_only(runs: list[Run]) -> bool:
     """Whether the runs are one rewind sweep: two or more rewind points, nothing else apart."""
     if len(runs) < 2 or any(rewind_iteration(r) is None for r in runs):
         return False
-    flats = [flatten(r.config.get("science", {})) for r in runs]
-    keys = {k for f in flats for k in f}
-    differing = {k for k in keys if len({repr(f.get(k, ...)) for f in flats}) > 1}
-    return differing == {"rewind"} and len({rewind_iteration(r) for r in runs}) == len(runs)
+    differing = differing_keys([r.config.get("science", {}) for r in runs])
+    return differing == ["rewind"] and len({rewind_iteration(r) for r in runs}) == len(runs)
 
 
 def rewind_levels(runs: list[Run], levels: list[int] | None = None) -> list[int]:

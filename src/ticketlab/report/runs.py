@@ -80,6 +80,13 @@ def _value(value: Any) -> str:
     return "none" if value == {} else str(value)
 
 
+def differing_keys(sciences: list[dict[str, Any]]) -> list[str]:
+    """The flattened settings (`flatten`) whose values are not the same in every run."""
+    flats = [flatten(s) for s in sciences]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    return [k for k in keys if len({repr(f.get(k, ...)) for f in flats}) > 1]
+
+
 def run_labels(sciences: list[dict[str, Any]], names: list[str]) -> list[str]:
     """Legend labels naming what differs between runs, e.g. 'rewind=500it, scope=global'.
 
@@ -87,7 +94,8 @@ def run_labels(sciences: list[dict[str, Any]], names: list[str]) -> list[str]:
     """
     flats = [flatten(s) for s in sciences]
     keys = list(dict.fromkeys(k for f in flats for k in f))
-    differing = [k for k in keys if len({repr(f.get(k, ...)) for f in flats}) > 1]
+    differing = differing_keys(sciences)
+
     def part(key: str, flat: dict[str, Any]) -> str:
         if key == "one_shot":  # present only in one-shot runs
             return "iterative" if flat.get(key) is None else "one-shot"
